@@ -9,6 +9,7 @@ from __future__ import annotations
 import json, shutil, time, warnings
 from pathlib import Path
 import numpy as np
+import pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse, CliError
@@ -19,17 +20,23 @@ from .data import *
 from .learner import *
 
 # %% auto #0
-__all__ = ['train_chips', 'plot_training', 'floodseg_train']
+__all__ = ['SAMPLE_VALID', 'train_chips', 'plot_training', 'floodseg_train', 'floodseg_predict', 'evaluation_chips',
+           'floodseg_evaluate']
 
 # %% ../nbs/05_cli.ipynb #d1c813cf
-def train_chips(data:str|None=None, # dataset folder, or None for the embedded ETCI sample
+SAMPLE_VALID = ['India_900498', 'jja10'] # the embedded sample's held-out chips (with ETCI's grid columns y >= 26)
+
+def train_chips(data:str|None=None, # dataset folder, or None for the embedded sample (all three layouts)
                 valid_events:str|None=None, # comma-separated flood events to hold out
                 valid_split:str|None=None,  # or: the `split` value to validate on
                ):
     "Chip table and the validation arguments for `sar_dataloaders`."
     if data is None:
-        chips = chip_table(sample_path('etci2021'))
-        chips['split'] = np.where(chips.y >= 26, 'valid', 'train')
+        with warnings.catch_warnings():   # the Sen1Floods11 split files name chips the sample does not hold
+            warnings.simplefilter('ignore')
+            chips = pd.concat([chip_table(sample_path(l)) for l in LAYOUTS], ignore_index=True)
+        held_out = (chips.layout.eq('etci2021') & (chips.y >= 26)) | chips.chip_id.isin(SAMPLE_VALID)
+        chips['split'] = np.where(held_out, 'valid', 'train')
         return chips, dict(valid_split='valid')
     chips = chip_table(data)
     if valid_events: return chips, dict(valid_events=[e.strip() for e in valid_events.split(',')])
@@ -64,10 +71,13 @@ def floodseg_train(
     lr:float=1e-3,          # peak learning rate (0: choose with lr_find)
     bs:int=8,               # batch size
     size:int=256,           # training crop size
-    arch:str='resnet34',    # encoder: resnet18, resnet34 or resnet50
+    arch:str=DEFAULT_MODEL['arch'], # encoder: resnet18, resnet34 or resnet50
+    cut:int=DEFAULT_MODEL['cut'],   # encoder cut (-4: after ResNet's second stage, the default; -3: third; -2: whole encoder)
     loss:str='wce',         # wce (class-weighted CE), ce, or ce_dice
     keep_dry:float=1.,      # share of water-free training tiles to keep
     seed:int=42,            # random seed (split, undersampling, augmentation, initialisation)
+    precision:str='auto',   # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
+    wandb:bool=False,       # log to Weights & Biases (offline unless an API key is configured)
     overwrite:bool=False,   # replace an existing output folder
 ):
     "Train a flood segmentation model on Sentinel-1 chips and save it with its metrics and figures."
@@ -78,19 +88,25 @@ def floodseg_train(
     except FloodsegInputError as e: raise CliError(f"floodseg_train: {e}") from None
     t0 = time.time()
     set_seed(seed, reproducible=True)
-    try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, **valid)
+    try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed,
+                                    val_bs=1 if chips.layout.nunique() > 1 else None, **valid)   # whole chips of different sizes
     except FloodsegInputError as e: raise CliError(f"floodseg_train: {e}") from None
     tmp = out.with_name(f'.{out.name}.tmp')
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    learn = flood_learner(dls, arch=arch, loss=loss, path=tmp)
+    learn = flood_learner(dls, arch=arch, cut=cut, loss=loss, precision=precision, path=tmp)
+    cbs = []
+    if wandb:
+        run = wandb_run(dir=tmp, config=dict(data=str(data or sample_path()), seed=seed))
+        cbs.append(FloodWandbCallback())
     print(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}")
-    used_lr = fit_flood(learn, epochs=epochs, lr=lr or None)
+    used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs)
+    if wandb: run.finish()
     names = list(learn.recorder.metric_names[1:-1])
     hist = [dict(zip(names, map(float, v))) | dict(epoch=i + 1) for i, v in enumerate(learn.recorder.values)]
     best = max(hist, key=lambda h: h['water_iou'])
-    what = f"{Path(data).name if data else 'embedded ETCI sample'}, validation: {valid.get('valid_events') or valid.get('valid_split')}"
+    what = f"{Path(data).name if data else 'embedded sample'}, validation: {valid.get('valid_events') or valid.get('valid_split')}"
     metrics = dict(best_epoch=best, history=hist, minutes=(time.time() - t0) / 60, lr=used_lr, seed=seed,
-                   n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=str(data or sample_path('etci2021')),
+                   n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=str(data or sample_path()),
                    valid=valid, floodseg_version=floodseg.__version__)
     save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch']))
     (tmp/'metrics.json').write_text(json.dumps(metrics, indent=1, default=str))
@@ -102,3 +118,152 @@ def floodseg_train(
     tmp.rename(out)
     print(f"best validation water IoU {best['water_iou']:.3f} (epoch {best['epoch']}) in {metrics['minutes']:.1f} min; wrote {out}/")
     return metrics
+
+# %% ../nbs/05_cli.ipynb #predict-01
+from .scene import *
+
+# %% ../nbs/05_cli.ipynb #predict-03
+@call_parse
+def floodseg_predict(
+    model:str,                # model folder written by floodseg_train or save_model
+    *scenes:str,              # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with <name>_vh.tif beside it) and/or folders of them
+    out:str='floodseg_maps',  # output folder
+    stac_overflow:bool=False, # write the STAC Overflow submission format (<chip_id>.tif: 1 = water, 0 = not) instead of COGs
+    quicklook:bool=True,      # a PNG quicklook per scene (--no-quicklook: none)
+    tile:int=512,             # tile size in pixels (a multiple of 32)
+    overlap:int=128,          # overlap of neighbouring tiles in pixels (at most tile/2), blended with a Hann window
+    bs:int=4,                 # tiles per forward pass
+    layout:str=None,          # standardise with this layout's statistics (default: the scene's own dB layout, else the model's other one)
+    precision:str='auto',     # auto, fp32, bf16 (CPU) or fp16 (GPU)
+    tta:bool=False,           # average over the 8 flips and quarter turns of each tile (8 times slower)
+    device:str=None,          # torch device (default: the GPU when there is one)
+    overwrite:bool=False,     # replace existing outputs
+):
+    "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs and a quicklook per scene."
+    matplotlib.use('Agg')
+    if not scenes: raise CliError("floodseg_predict: name at least one scene file or folder after the model folder")
+    try:
+        pred = TilePredictor.from_folder(model, device=device, precision=precision, tta=tta, bs=bs)
+        res = map_chips(pred, *scenes, out=out, fmt='stac_overflow' if stac_overflow else 'cog', quicklook=quicklook,
+                        overwrite=overwrite, layout=layout, tile=tile, overlap=overlap)
+    except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
+    bad = res[res.error.notna()]
+    print(f"mapped {len(res) - len(bad)} of {len(res)} scene(s) into {out}/")
+    if len(bad): raise CliError(f"floodseg_predict: {len(bad)} of {len(res)} scene(s) failed:\n  " + "\n  ".join(bad.error))
+    return res
+
+# %% ../nbs/05_cli.ipynb #evaluate-01
+import pandas as pd
+from .interpret import *
+
+# %% ../nbs/05_cli.ipynb #evaluate-03
+def _pick_events(chips, names:str, data):
+    "The events of `chips` named in the comma-separated `names` (exact, or a unique prefix)."
+    evs, res = sorted(chips.event.unique()), []
+    for n in [e.strip() for e in names.split(',') if e.strip()]:
+        m = [e for e in evs if e == n] or [e for e in evs if e.startswith(n)]
+        if len(m) != 1: raise FloodsegInputError(f"{data}: event {n!r} {'is ambiguous (' + ', '.join(m) + ')' if m else 'not found'}; events: {', '.join(evs)}")
+        res += m
+    return res
+
+def evaluation_chips(data:str,                # dataset folder
+                     events:str|None=None,    # comma-separated events to evaluate
+                     split:str|None=None,     # or: the split to evaluate
+                     train_events:str|None=None, # events to tune the baseline thresholds on
+                     train_split:str|None=None,  # or: the split to tune them on
+                    ):
+    "(chips to evaluate, chips to tune the baseline thresholds on, notes) from a dataset folder; the two never overlap."
+    notes = []
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        chips = chip_table(data)
+    notes += [str(w.message) for w in ws]
+    if events and split: raise FloodsegInputError("give --events or --split, not both")
+    if split and split not in set(chips.split.dropna()):
+        raise FloodsegInputError(f"{data}: no chip has split {split!r}; splits present: {sorted(chips.split.dropna().unique())}")
+    sel = chips.event.isin(_pick_events(chips, events, data)) if events else (chips.split == split) if split else pd.Series(True, chips.index)
+    if train_events: tr = chips.event.isin(_pick_events(chips, train_events, data))
+    elif train_split: tr = chips.split == train_split
+    else: tr = ~sel
+    test, train = chips[sel].reset_index(drop=True), chips[tr & ~sel & chips.label.notna()].reset_index(drop=True)
+    test.attrs = dict(chips.attrs)
+    what = f"events {', '.join(sorted(test.event.unique()))}" if events else f"split {split!r}" if split else 'all chips'
+    notes.insert(0, f"data: {Path(data).resolve()} ({chips.layout.iloc[0]}); evaluated: {what}, {len(test)} chips")
+    return test, train, notes
+
+def _tuned_thresholds(train):
+    "Baseline thresholds tuned on the usable chips of `train`, and a note saying on what (or why not)."
+    if not len(train): return {}, 'threshold baselines: no chips left to tune them on (Otsu only)'
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        sv = survey_chips(train, progress=False)
+    ok = sv[sv.problem.isna()]
+    try: th = threshold_baselines(ok)
+    except FloodsegInputError as e: return {}, f'threshold baselines not tuned ({e}); Otsu only'
+    return th, f"threshold baselines tuned on {len(ok)} chips of {', '.join(sorted(ok.event.unique()))} (not evaluated)"
+
+def _jsonable(o):
+    "`o` with NaN as None and NumPy scalars as Python numbers, for strict JSON."
+    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
+    if hasattr(o, 'item') and np.ndim(o) == 0: o = o.item()
+    if isinstance(o, float) and not np.isfinite(o): return None
+    return o if isinstance(o, (str, int, float, bool, type(None))) else str(o)
+
+def _save(fig, path):
+    fig.savefig(path, dpi=80, bbox_inches='tight'); plt.close(fig)
+
+# %% ../nbs/05_cli.ipynb #evaluate-04
+@call_parse
+def floodseg_evaluate(
+    model:str=None,         # model folder (config.json + model.safetensors), e.g. floodseg_train's <out>/model
+    data:str=None,          # dataset folder (Sen1Floods11, STAC Overflow or ETCI 2021 layout)
+    events:str=None,        # comma-separated flood events to evaluate (a unique prefix of each is enough)
+    split:str=None,         # or: evaluate the chips whose split is this (e.g. Sen1Floods11's 'test')
+    train_events:str=None,  # events to tune the baseline thresholds on (default: the chips of --data not evaluated)
+    train_split:str=None,   # or: the split to tune them on
+    out:str='floodseg_eval', # output folder
+    tta:bool=False,         # also evaluate with test-time augmentation (8 dihedral transforms, 8x the time)
+    n_show:int=3,           # tiles per group (highest, median, lowest loss) in the loss-sorted view
+    bs:int=4,               # chips per forward pass
+    overwrite:bool=False,   # replace an existing output folder
+):
+    "Judge a saved model and the threshold baselines on a dataset: metrics tables, figures and a Markdown report."
+    matplotlib.use('Agg')
+    if model is None or data is None: raise CliError("floodseg_evaluate: give --model (a model folder) and --data (a dataset folder)")
+    out = Path(out)
+    if out.exists() and not overwrite: raise CliError(f"floodseg_evaluate: {out} exists; choose another --out or pass --overwrite")
+    t0 = time.time()
+    try:
+        net, cfg = load_model(model)
+        test, train, notes = evaluation_chips(data, events, split, train_events, train_split)
+        thresholds, tnote = _tuned_thresholds(train)
+        ev = evaluate_chips(net, cfg, test, thresholds, tta=tta, bs=bs)
+    except FloodsegInputError as e: raise CliError(f"floodseg_evaluate: {e}") from None
+    notes = [f"model: {Path(model).resolve()} ({cfg['arch']}, cut {cfg.get('cut')}, loss {cfg.get('loss')})"] + notes + [tnote]
+    name = '/'.join(Path(model).resolve().parts[-2:]) if Path(model).name == 'model' else Path(model).name
+    what = f"{name} on {Path(data).name}, {notes[1].split('evaluated: ')[1]}"
+    tmp = out.with_name(f'.{out.name}.tmp')
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    ev.per_chip.to_csv(tmp/'metrics_per_chip.csv', index=False)
+    evt = ev.per_event()
+    evt.to_csv(tmp/'metrics_per_event.csv', index=False)
+    figs = {'loss-sorted tiles': 'loss_sorted.png', 'precision-recall and IoU versus threshold': 'threshold_curves.png',
+            'reliability diagram': 'reliability.png'}
+    _save(plot_loss_sorted(ev, net, cfg, test, n=n_show, title=what), tmp/figs['loss-sorted tiles'])
+    _save(plot_threshold_curves(ev.hists['model'], what, threshold=ev.threshold), tmp/figs['precision-recall and IoU versus threshold'])
+    _save(plot_reliability(ev.hists, f'reliability: {what}'), tmp/figs['reliability diagram'])
+    minutes = (time.time() - t0) / 60
+    (tmp/'report.md').write_text(evaluation_report(ev, f'floodseg evaluation: {what}', notes + [f'{minutes:.1f} min; floodseg {floodseg.__version__}'], figs))
+    pooled = evt[evt.event == 'all'].set_index('method')
+    summary = dict(model=str(Path(model).resolve()), data=str(Path(data).resolve()), events=events, split=split, tta=tta,
+                   n_chips=len(test), threshold=ev.threshold, temperature=ev.temperature, baseline_thresholds=ev.thresholds,
+                   pooled=pooled.drop(columns='event').to_dict('index'), per_event=evt.to_dict('records'),
+                   calibration={m: dict(ece=h.ece(), brier=h.brier(), nll=h.nll()) for m, h in ev.hists.items()},
+                   seconds_per_chip=ev.seconds, not_scored=ev.problems.to_dict('records'),
+                   missing_from_disk=list(test.attrs.get('missing', [])), notes=notes, minutes=minutes, floodseg_version=floodseg.__version__)
+    (tmp/'summary.json').write_text(json.dumps(_jsonable(summary), indent=1, allow_nan=False))
+    if out.exists(): shutil.rmtree(out)
+    tmp.rename(out)
+    print(f"{what}: pooled IoU " + ', '.join(f'{m} {v:.3f}' for m, v in pooled.iou.items()) + f"; {len(ev.problems)} chips not scored; wrote {out}/")
+    return summary

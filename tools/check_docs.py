@@ -98,7 +98,9 @@ def render_page(rel:Path, nbs:Path, proc:Path, out:Path, css:Path):
     cmd = (['pandoc', '-f', 'json', '-t', 'html', *standalone_flags(), '--toc', f'--css={css}', f'--include-in-header={work/"_hdr.html"}',
             f'--resource-path={os.pathsep.join([str(work), str(src.parent)])}', f'--metadata=title:{title}',
             f'--metadata=pagetitle:{title}', '-o', str(html)])
-    if fm.get('description'): cmd.append(f'--metadata=subtitle:{fm_str(fm["description"])}')
+    if fm.get('description'):   # through a metadata file, so the description's markdown (`code`) renders, as in Quarto's title block
+        (work/'_meta.yaml').write_text(yaml.safe_dump(dict(subtitle=fm_str(fm['description'])), allow_unicode=True))
+        cmd.append(f'--metadata-file={work/"_meta.yaml"}')
     rc, _, err = run(cmd, cwd=work, input=json.dumps(ast))
     if rc: return errs + [f'{rel}: pandoc -t html failed (rc={rc}):\n{_tail(err)}'], n_img, None
     # local files only: remote images (badges) are not this check's business and CI may be offline

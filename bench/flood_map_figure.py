@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Draw the README's flood map: a trained model maps a whole ETCI 2021 event, reassembled from its tiles (floodseg.scene).
+
+Usage: python bench/flood_map_figure.py MODEL_DIR EVENT OUT.png   (e.g. bench/results/default_neb2nal northal_20190302t234651)
+"""
+import sys
+import matplotlib; matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+from floodseg.io import *
+from floodseg.scene import *
+
+model, event, out = sys.argv[1:4]
+pred = TilePredictor.from_folder(model, device='cpu')
+ev = etci_event_scene(chip_table(shared_data('etci2021')), event)
+p = predict_array(pred, ev.image, 'etci2021', progress=False)
+fig, iou = show_scene(ev, p, pred.threshold, pred.cfg['stats'], 'etci2021',
+                      title=f"{event}: held-out event mapped by a model trained on the other ETCI event")
+fig.savefig(out, dpi=80, bbox_inches='tight')
+print(f"scene water IoU {iou:.3f}; wrote {out}")
