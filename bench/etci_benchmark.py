@@ -15,12 +15,48 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.script import call_parse
-from fastai.vision.all import set_seed
+from fastai.vision.all import set_seed, Transform, Callback, store_attr
 import floodseg
 from floodseg.io import *
 from floodseg.data import *
 from floodseg.learner import *
 from floodseg.interpret import tune_threshold, _pixels
+
+class Radiometric(Transform):
+    "EXPERIMENT: random per-tile gain, per-channel contrast and offset, and noise on standardised SAR batches (training only)."
+    split_idx, order = 0, 90
+    def __init__(self, shift=0.3, contrast=0.2, noise=0.1, p=0.8): store_attr()
+    def encodes(self, x:SARImage):
+        b, c = x.shape[:2]
+        on = (torch.rand(b, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
+        scale = torch.exp((torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.contrast)
+        shift = torch.randn(b, 1, 1, 1, device=x.device) * self.shift + torch.randn(b, c, 1, 1, device=x.device) * self.shift / 3
+        noise = torch.randn_like(x) * torch.rand(b, 1, 1, 1, device=x.device) * self.noise
+        return x + on * (x * (scale - 1) + shift + noise)
+
+class WeightEMA(Callback):
+    "EXPERIMENT: exponential moving average of the weights (and BN buffers); validates and ends with the average."
+    order = 70
+    def __init__(self, decay=0.998): store_attr()
+    def before_fit(self):
+        self.avg = {k: v.detach().clone() for k, v in self.model.state_dict().items()}; self.n = 0
+    def after_step(self):
+        self.n += 1; d = min(self.decay, (1 + self.n) / (10 + self.n))
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if v.dtype.is_floating_point: self.avg[k].lerp_(v.detach(), 1 - d)
+                else: self.avg[k].copy_(v)
+    def before_validate(self):
+        self.live = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.avg)
+    def after_validate(self): self.model.load_state_dict(self.live)
+    def after_fit(self): self.model.load_state_dict(self.avg)
+
+def rectangle_pixels(label, min_px:int=2000, fill:float=0.98) -> int:
+    "EXPERIMENT: water pixels of `label` in connected components of at least `min_px` pixels filling at least `fill` of their bounding box."
+    from scipy import ndimage
+    cc, _ = ndimage.label(label == WATER)
+    return int(sum(c.sum() for i, s in enumerate(ndimage.find_objects(cc), 1) for c in [cc[s] == i] if c.sum() >= min_px and c.sum() / c.size >= fill))
 
 def threshold_iou(chips, band, t):
     "Pooled water IoU of `band < t` on `chips`."
@@ -44,6 +80,9 @@ def main(train_event:str='nebraska_20170213t002121', # ETCI event to train on
          max_rotate:float=10.,   # rotation augmentation (degrees)
          precision:str='auto',   # auto, fp32, bf16
          seed:int=42,            # random seed
+         radiometric:float=0.,   # EXPERIMENT: strength of the radiometric augmentation (0: off; 1: shift 0.3, contrast 0.2, noise 0.1)
+         ema:float=0.,           # EXPERIMENT: weight EMA decay (0: off)
+         drop_rectangles:bool=False, # EXPERIMENT: leave out training tiles whose labels hold rectangular water blocks
          name:str=None,          # result name (default from the options)
          out:str='bench/results', # folder for the JSON result and the model
          ):
@@ -52,7 +91,7 @@ def main(train_event:str='nebraska_20170213t002121', # ETCI event to train on
     chips = chip_table(Path(data) if data else shared_data('etci2021'))
     chips = chips[chips.event.isin([train_event, valid_event])].reset_index(drop=True)
     res = dict(name=name, train_event=train_event, valid_event=valid_event, epochs=epochs, lr=lr, bs=bs, size=size, arch=arch,
-               cut=cut, last_cross=last_cross, loss=loss, keep_dry=keep_dry, max_rotate=max_rotate, seed=seed,
+               cut=cut, last_cross=last_cross, loss=loss, keep_dry=keep_dry, max_rotate=max_rotate, seed=seed, radiometric=radiometric, ema=ema, drop_rectangles=drop_rectangles,
                torch_threads=torch.get_num_threads(), floodseg_version=floodseg.__version__)
     # baselines: thresholds tuned on the training event only
     tr, va = chips[chips.event == train_event], chips[chips.event == valid_event]
@@ -60,15 +99,21 @@ def main(train_event:str='nebraska_20170213t002121', # ETCI event to train on
         t = tune_threshold(tr, band, progress=False)
         res[f'threshold_{band}'] = dict(threshold=t['threshold'], train_iou=t['iou'], heldout_iou=threshold_iou(va, band, t['threshold']))
     print({k: v for k, v in res.items() if k.startswith('threshold')}, flush=True)
+    if drop_rectangles:
+        rect = np.array([rectangle_pixels(read_chip(r).label) > 0 if r.event == train_event else False for r in chips.itertuples()])
+        res['dropped_rectangle_tiles'] = chips.chip_id[rect].tolist()
+        print(f"dropped {rect.sum()} training tiles with rectangular label blocks", flush=True)
+        chips = chips[~rect].reset_index(drop=True)
     t0 = time.time()
     set_seed(seed, reproducible=True)
     dls = sar_dataloaders(chips, valid_events=[valid_event], bs=bs, size=size, keep_dry=keep_dry, max_rotate=max_rotate, seed=seed, progress=False)
+    if radiometric: dls.train.after_batch.add(Radiometric(0.3 * radiometric, 0.2 * radiometric, 0.1 * radiometric))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         learn = flood_learner(dls, arch=arch, pretrained=False, cut=cut, last_cross=last_cross, loss=loss, precision=precision, path=out)
     res['precision'] = learn.floodseg_config['precision']
     print(f"{name}: {len(dls.train_ds)} training tiles, {len(dls.valid_ds)} held-out tiles, precision {res['precision']}", flush=True)
-    fit_flood(learn, epochs=epochs, lr=lr, keep_best=False)
+    fit_flood(learn, epochs=epochs, lr=lr, keep_best=False, cbs=[WeightEMA(ema)] if ema else None)
     res['train_minutes'] = (time.time() - t0) / 60
     names = list(learn.recorder.metric_names[1:-1])
     res['history'] = [dict(zip(names, map(float, v))) for v in learn.recorder.values]

@@ -25,10 +25,16 @@ def time_v(log:Path) -> dict:
     if (m := grab(r'Maximum resident set size \(kbytes\): (\d+)')): out['peak_gb'] = int(m) / 2**20
     return out
 
+def extras(r):
+    "The experimental options a run used (none for the default recipe)."
+    e = [f"radiometric aug ×{r['radiometric']:g}" if r.get('radiometric') else '', f"weight EMA {r['ema']:g}" if r.get('ema') else '',
+         f"{len(r.get('dropped_rectangle_tiles', []))} rectangle-label tiles dropped" if r.get('drop_rectangles') else '']
+    return ''.join(f', {x}' for x in e if x)
+
 def row(r):
     tv = time_v(RES/f"{r['name']}.log")
     ev = lambda e: e.split('_')[0]
-    return (f"| {ev(r['train_event'])} → {ev(r['valid_event'])} | {r['arch']} cut={r['cut']}, {r['loss']}, {r['epochs']} ep, {r.get('precision','')} "
+    return (f"| {ev(r['train_event'])} → {ev(r['valid_event'])} | {r['arch']} cut={r['cut']}, {r['loss']}, {r['epochs']} ep, {r.get('precision','')}{extras(r)} "
             f"| **{r['heldout_iou_last']:.3f}** | {r['threshold_vv']['heldout_iou']:.3f} (VV < {r['threshold_vv']['threshold']:g}) "
             f"| {r['threshold_vh']['heldout_iou']:.3f} (VH < {r['threshold_vh']['threshold']:g}) "
             f"| {tv.get('wall_min', r['train_minutes']):.1f} | {tv.get('cpu_min', float('nan')):.1f} | {tv.get('peak_gb', r['peak_rss_gb']):.2f} "
@@ -47,6 +53,10 @@ def main(names):
              "| train → held out | model | model water IoU | VV threshold IoU | VH threshold IoU | wall min | CPU min | peak GB | GMAC / 256² tile | s / 256² tile (inference incl. loading) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [row(r) for r in rs]
+    if any(extras(r) for r in rs):
+        lines += ["", "Rows whose model column lists extra options are experiments run with the same budget (`--radiometric`, `--ema`, "
+                  "`--drop-rectangles`, `--loss ce_dice` of `bench/etci_benchmark.py`); the rows without them are the default recipe. "
+                  "One run each: the per-epoch lists below show how much a single run's last epoch can move."]
     lines += ["", "Per-epoch held-out IoU (for information; not used for selection):", ""]
     for r in rs:
         h = [f"{x['water_iou']:.2f}" for x in r['history']]

@@ -75,6 +75,7 @@ def floodseg_train(
     cut:int=DEFAULT_MODEL['cut'],   # encoder cut (-4: after ResNet's second stage, the default; -3: third; -2: whole encoder)
     loss:str='wce',         # wce (class-weighted CE), ce, or ce_dice
     keep_dry:float=1.,      # share of water-free training tiles to keep
+    keep:str='best',        # which epoch's weights to save: 'best' (highest validation water IoU) or 'last' (use 'last' when the validation chips are your test chips)
     seed:int=42,            # random seed (split, undersampling, augmentation, initialisation)
     precision:str='auto',   # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
     wandb:bool=False,       # log to Weights & Biases (offline unless an API key is configured)
@@ -82,6 +83,7 @@ def floodseg_train(
 ):
     "Train a flood segmentation model on Sentinel-1 chips and save it with its metrics and figures."
     matplotlib.use('Agg')
+    if keep not in ('best', 'last'): raise CliError(f"floodseg_train: --keep must be 'best' or 'last', not {keep!r}")
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_train: {out} exists; choose another --out or pass --overwrite")
     try: chips, valid = train_chips(data, valid_events, valid_split)
@@ -99,13 +101,13 @@ def floodseg_train(
         run = wandb_run(dir=tmp, config=dict(data=str(data or sample_path()), seed=seed))
         cbs.append(FloodWandbCallback())
     print(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}")
-    used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs)
+    used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best')
     if wandb: run.finish()
     names = list(learn.recorder.metric_names[1:-1])
     hist = [dict(zip(names, map(float, v))) | dict(epoch=i + 1) for i, v in enumerate(learn.recorder.values)]
-    best = max(hist, key=lambda h: h['water_iou'])
+    best = max(hist, key=lambda h: h['water_iou']) if keep == 'best' else hist[-1]
     what = f"{Path(data).name if data else 'embedded sample'}, validation: {valid.get('valid_events') or valid.get('valid_split')}"
-    metrics = dict(best_epoch=best, history=hist, minutes=(time.time() - t0) / 60, lr=used_lr, seed=seed,
+    metrics = dict(best_epoch=best, keep=keep, history=hist, minutes=(time.time() - t0) / 60, lr=used_lr, seed=seed,
                    n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=str(data or sample_path()),
                    valid=valid, floodseg_version=floodseg.__version__)
     save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch']))
@@ -116,7 +118,7 @@ def floodseg_train(
     shutil.rmtree(tmp/'models', ignore_errors=True)   # SaveModelCallback's checkpoint (a pickle): not part of the output
     if out.exists(): shutil.rmtree(out)
     tmp.rename(out)
-    print(f"best validation water IoU {best['water_iou']:.3f} (epoch {best['epoch']}) in {metrics['minutes']:.1f} min; wrote {out}/")
+    print(f"{keep} validation water IoU {best['water_iou']:.3f} (epoch {best['epoch']}) in {metrics['minutes']:.1f} min; wrote {out}/")
     return metrics
 
 # %% ../nbs/05_cli.ipynb #predict-01

@@ -167,7 +167,9 @@ def with_split_csv(chips:pd.DataFrame, # a chip table
 @dispatch
 def show_batch(x:SARImage, y:TensorMask, samples, ctxs=None, max_n=6, nrows=None, ncols=None, figsize=None, **kwargs):
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = get_grid(2 * n, nrows=n, ncols=2, figsize=figsize or (6, 3 * n), title='SAR (R=VV, G=VH, B=VV/VH) | label (water blue, ignore magenta)')
+    if ctxs is None:
+        ctxs = get_grid(2 * n, nrows=n, ncols=2, figsize=figsize or (6, 3 * n))
+        ctxs[0].figure.suptitle('SAR (R=VV, G=VH, B=VV/VH) | label\n(water blue, dry black, ignore magenta)', fontsize=11)
     for i, (s, _) in enumerate(zip(samples, range(n))):
         SARImage(s[0]).show(ctx=ctxs[2 * i])
         SARMask(s[1]).show(ctx=ctxs[2 * i + 1])
@@ -176,7 +178,9 @@ def show_batch(x:SARImage, y:TensorMask, samples, ctxs=None, max_n=6, nrows=None
 @dispatch
 def show_results(x:SARImage, y:TensorMask, samples, outs, ctxs=None, max_n=6, nrows=None, ncols=None, figsize=None, **kwargs):
     n = min(len(samples), max_n)
-    if ctxs is None: ctxs = get_grid(3 * n, nrows=n, ncols=3, figsize=figsize or (9, 3 * n), title='SAR | label | prediction')
+    if ctxs is None:
+        ctxs = get_grid(3 * n, nrows=n, ncols=3, figsize=figsize or (9, 3 * n))
+        ctxs[0].figure.suptitle('SAR | label | prediction', fontsize=12)
     for i, (s, o, _) in enumerate(zip(samples, outs, range(n))):
         SARImage(s[0]).show(ctx=ctxs[3 * i])
         SARMask(s[1]).show(ctx=ctxs[3 * i + 1])

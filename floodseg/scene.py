@@ -220,7 +220,7 @@ def _open(path):
             warnings.simplefilter('ignore', NotGeoreferencedWarning)
             return rasterio.open(path)
     except RasterioIOError as e:
-        raise FloodsegInputError(f"{path}: not a readable raster ({str(e).replace(str(path), '').strip(' :')})") from None
+        raise FloodsegInputError(f"{path}: not a readable raster ({str(e).replace(repr(str(path)), '').replace(str(path), '').strip(' :')})") from None
 
 class SARScene:
     "A georeferenced Sentinel-1 scene read by windows: one 2-band (VV, VH) GeoTIFF, or a VV and a VH 1-band GeoTIFF on one grid."
@@ -328,16 +328,19 @@ def _write_rows(scene, predictor, lay, tmp, fmt, tile, overlap, progress, timing
     if fmt == 'cog': dsts = [rasterio.open(tmp/'prob.tif', 'w', dtype='float32', nodata=PROB_NODATA, **prof),
                              rasterio.open(tmp/'mask.tif', 'w', dtype='uint8', nodata=MASK_NODATA, **prof)]
     else: dsts = [rasterio.open(tmp/'submission.tif', 'w', dtype='uint8', compress='DEFLATE', **prof)]
+    n_valid = n_water = 0
     try:
         for r, p in prob_rows(scene.read, (h, w), predictor, lay, tile, overlap, progress, timings):
             with _timer(timings, 'write'):
                 win, m = Window(0, r, w, len(p)), (p > predictor.threshold).astype(np.uint8)
+                n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum())
                 if fmt == 'cog':
                     m[np.isnan(p)] = MASK_NODATA
                     dsts[0].write(p, 1, window=win); dsts[1].write(m, 1, window=win)
                 else: dsts[0].write(m, 1, window=win)
     finally:
         for d in dsts: d.close()
+    return n_valid, n_water
 
 def map_scene(predictor:TilePredictor, # the model
               scene,                   # a `SARScene`, or the path of a 2-band GeoTIFF
@@ -366,7 +369,8 @@ def map_scene(predictor:TilePredictor, # the model
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):   # in bytes: a small number would be read as bytes too
-                _write_rows(scene, predictor, lay, tmp, fmt, tile, overlap, progress, timings)
+                n_valid, n_water = _write_rows(scene, predictor, lay, tmp, fmt, tile, overlap, progress, timings)
+                if not n_valid: warnings.warn(f"{scene.paths[0]}: every input pixel is nodata, so the outputs are all nodata")
                 if fmt == 'cog':
                     with _timer(timings, 'cog'):
                         rasterio.shutil.copy(tmp/'prob.tif', tmp/'prob.cog.tif', predictor='YES', overview_resampling='average', **COG_OPTIONS)
@@ -377,7 +381,7 @@ def map_scene(predictor:TilePredictor, # the model
                 else: done = dict(submission=tmp/'submission.tif')
             for k, p in done.items(): os.replace(p, targets[k])
         finally: shutil.rmtree(tmp, ignore_errors=True)
-        return dict(name=name, layout=lay, shape=scene.shape, **targets, timings=timings)
+        return dict(name=name, layout=lay, shape=scene.shape, **targets, valid_pixels=n_valid, water_pixels=n_water, timings=timings)
     finally:
         if own: scene.close()
 
@@ -431,7 +435,9 @@ def show_scene(chip:SARChip,     # the scene with its label
                prob:np.ndarray,  # its water probability (NaN at nodata)
                threshold:float=0.5, # water where prob > threshold
                stats:SARStats|None=None, layout:str|None=None, # to display a non-dB layout
-               title:str|None=None, figsize=(18, 5),
+               title:str|None=None, # figure title (default: the chip id)
+               ncols:int=4,      # panels per row: 4 (one row) or 2 (a 2 x 2 grid, for wide scenes)
+               figsize=None,     # default: 18 inches wide, as tall as the scene's aspect asks
                max_px:int=2048, # panels of larger scenes are drawn from every k-th pixel (the IoU uses them all)
               ):
     "Figure: SAR false colour | label | predicted mask | TP/FP/FN errors, titled with the scene water IoU; returns (figure, IoU)."
@@ -440,11 +446,14 @@ def show_scene(chip:SARChip,     # the scene with its label
     k = -(-max(mask.shape) // max_px)
     img, lab, mask = chip.image[:, ::k, ::k], chip.label[::k, ::k], mask[::k, ::k]
     db = img if stats is None else display_db(img, stats, layout)
-    fig, axs = plt.subplots(1, 4, figsize=figsize)
+    nrows = -(-4 // ncols)
+    if figsize is None: figsize = (18, min(24, 18 / ncols * mask.shape[0] / mask.shape[1] * nrows + 0.9 + 0.4 * nrows))
+    fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    axs = axs.ravel()
     panels = [(false_colour(*db), 'SAR (R=VV, G=VH, B=VV/VH), magenta: no tile'), (label_colour(lab), 'label (water blue)'),
               (label_colour(mask), f'prediction (p > {threshold:.2f})'), (error_colour(mask, lab), 'errors: TP white, FP orange, FN cyan')]
-    for a, (im, t) in zip(axs, panels): a.imshow(im, interpolation='nearest'); a.set_title(t, fontsize=10); a.axis('off')
-    fig.suptitle(f"{title or chip.chip_id}: scene water IoU {iou:.3f}" + (f" (drawn at 1/{k})" if k > 1 else ''))
+    for a, (im, t) in zip(axs, panels): a.imshow(im, interpolation='nearest'); a.set_title(t, fontsize=13); a.axis('off')
+    fig.suptitle(f"{title or chip.chip_id}: scene water IoU {iou:.3f}" + (f" (drawn at 1/{k})" if k > 1 else ''), fontsize=15)
     fig.tight_layout()
     return fig, iou
 
@@ -512,6 +521,9 @@ def map_chips(predictor:TilePredictor, # the model
                     done = map_scene(predictor, sc, out, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
                                      quicklook=quicklook, overwrite=overwrite, progress=progress)
             except FloodsegInputError as e: err = str(e)
-        if log: log(f"{r.name}: " + (f"FAILED: {err}" if err else f"{time.time() - t0:.1f} s -> {', '.join(Path(done[k]).name for k in targets[r.name])}"))
-        res.append(dict(name=r.name, path=r.path, vh=r.vh, error=err, seconds=time.time() - t0, **{k: done.get(k) for k in targets[r.name]}))
+        share = done.get('water_pixels', 0) / max(done.get('valid_pixels', 0), 1)
+        if log: log(f"{r.name}: " + (f"FAILED: {err}" if err else f"{time.time() - t0:.1f} s, water {share:.1%} of {done['valid_pixels']} valid pixels -> "
+                                                              f"{', '.join(Path(done[k]).name for k in targets[r.name])}"))
+        res.append(dict(name=r.name, path=r.path, vh=r.vh, error=err, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
+                        water_share=share if done else None, **{k: done.get(k) for k in targets[r.name]}))
     return pd.DataFrame(res)
