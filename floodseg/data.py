@@ -32,7 +32,7 @@ FALSE_COLOUR_RANGES = ((-23., 0.), (-28., -5.), (0.2, 1.))
 
 def false_colour(vv:np.ndarray, # VV backscatter in dB (H, W); NaN = no data
                  vh:np.ndarray, # VH backscatter in dB (H, W); NaN = no data
-                 nodata=None,   # extra bool (H, W) mask of nodata pixels
+                 nodata:np.ndarray|None=None,   # extra bool (H, W) mask of nodata pixels
                 ) -> np.ndarray:
     "RGB float (H, W, 3) composite R = VV, G = VH, B = VV/VH, with nodata in `NODATA_COLOUR`."
     vv, vh = np.asarray(vv, np.float32), np.asarray(vh, np.float32)
@@ -142,7 +142,7 @@ class EventSplitter:
 
 class SplitColSplitter:
     "fastai splitter that validates on chips whose `col` equals `valid` and trains on `train` (all others if None)."
-    def __init__(self, valid='valid', train=None, col='split'): store_attr()
+    def __init__(self, valid:str='valid', train:str|None=None, col:str='split'): store_attr()
     def __call__(self, df:pd.DataFrame):
         if self.col not in df or not (df[self.col] == self.valid).any():
             raise FloodsegInputError(f"no chip has {self.col} == {self.valid!r}; values present: {sorted(df.get(self.col, pd.Series()).dropna().unique())}")
@@ -204,7 +204,7 @@ def _usable(chips, progress):
     return sv[sv.problem.isna() & ~unlabelled].reset_index(drop=True)
 
 def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_table`), surveyed or not
-                    valid_events=None,         # flood event(s) to hold out for validation
+                    valid_events:str|list|None=None,         # flood event(s) to hold out for validation
                     valid_split:str|None=None, # or: validate on chips whose `split` equals this
                     bs:int=8,                  # batch size
                     size:int|None=256,         # training crop size (None: whole chips)

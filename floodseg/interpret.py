@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import to_rgb, LinearSegmentedColormap
 from matplotlib.patches import Patch
 from fastprogress.fastprogress import progress_bar
-from fastai.vision.all import SegmentationInterpretation, Callback, TensorMask, dispatch, get_grid, tensor
+from typing import Callable
+from fastai.vision.all import SegmentationInterpretation, Callback, TensorMask, TfmdDL, dispatch, get_grid, tensor
 from .io import *
 from .data import *
 from .learner import *
@@ -241,7 +242,7 @@ _PROB_CMAP = LinearSegmentedColormap.from_list('water_prob', [DRY_COLOUR, WATER_
 
 def error_colour(water,           # boolean (H, W) predicted water
                  label,           # uint8 (H, W) 0/1/`IGNORE`
-                 background=None, # RGB (H, W, 3) shown dimmed at true negatives (e.g. the false-colour composite)
+                 background:np.ndarray|None=None, # RGB (H, W, 3) shown dimmed at true negatives (e.g. the false-colour composite)
                 ) -> np.ndarray:
     "RGB (H, W, 3): true positives `TP_COLOUR`, false positives `FP_COLOUR`, false negatives `FN_COLOUR`, ignored pixels `NODATA_COLOUR`."
     water, label = np.asarray(water, bool), np.asarray(label)
@@ -294,8 +295,8 @@ class SARInterpretation(SegmentationInterpretation):
     @classmethod
     def from_learner(cls, learn,   # a `flood_learner` (or any learner whose loss ignores `IGNORE`)
                      ds_idx:int=1, # index of `learn.dls` when `dl` is None
-                     dl=None,      # `DataLoader` to interpret
-                     act=None,     # activation override for the predictions shown
+                     dl:TfmdDL|None=None,      # `DataLoader` to interpret
+                     act:Callable|None=None,     # activation override for the predictions shown
                     ):
         "Interpretation of `dl` (default the validation set) with per-tile losses over valid pixels."
         if dl is None: dl = learn.dls[ds_idx].new(shuffle=False, drop_last=False)
@@ -401,7 +402,7 @@ def _hist(probs, label):
     return LogitHist.from_arrays(probs, label)
 
 def choose_threshold(probs,           # water probabilities (array), or a `LogitHist` of them
-                     label=None,      # labels 0/1/`IGNORE` (with an array of probabilities)
+                     label:np.ndarray|None=None,      # labels 0/1/`IGNORE` (with an array of probabilities)
                      by:str='iou',    # 'iou' or 'f1': the pooled score to maximise
                     ) -> float:
     "The decision threshold (water where p > threshold) with the best pooled water IoU or F1."
@@ -410,7 +411,7 @@ def choose_threshold(probs,           # water probabilities (array), or a `Logit
     return float(cv.threshold.iloc[int(np.nanargmax(cv[by].values))])
 
 def fit_temperature(probs,       # water probabilities (array), or a `LogitHist` of them
-                    label=None,  # labels 0/1/`IGNORE` (with an array of probabilities)
+                    label:np.ndarray|None=None,  # labels 0/1/`IGNORE` (with an array of probabilities)
                     max_iter:int=100, # L-BFGS iterations
                    ) -> float:
     "The temperature T minimising the negative log-likelihood of `sigmoid(logit(p) / T)`, relative to the temperature `probs` were made with."

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
@@ -182,8 +183,8 @@ class Raster:
     path:Path         # where it was read from
 
 def read_raster(path, # file to read
-                bands=None, # 1-based band numbers; all when None
-                window=None, # a `rasterio.windows.Window` to read, or None for the whole raster
+                bands:list|None=None, # 1-based band numbers; all when None
+                window:Window|None=None, # a `rasterio.windows.Window` to read, or None for the whole raster
                ) -> Raster:
     "Read `bands` of the raster at `path`, turning any I/O failure into a `FloodsegInputError` naming the file."
     path = Path(path)
@@ -245,7 +246,7 @@ def read_sar(row # one row of a chip table
 
 def map_label(raw:np.ndarray, # label values as stored in the file
               layout:str,     # layout whose convention `raw` follows
-              path=None,      # file the values came from, for the error message
+              path:str|Path|None=None,      # file the values came from, for the error message
              ) -> np.ndarray:
     "Map a layout's raw label values to uint8 0 = dry, 1 = water, 255 = ignore; unknown values are an error."
     lut = LAYOUTS[layout].label_map
@@ -257,7 +258,7 @@ def map_label(raw:np.ndarray, # label values as stored in the file
     return out
 
 def read_label(row,         # one row of a chip table
-               grid=None,   # the image's `Raster`, to check that the label is on the same grid
+               grid:Raster|None=None,   # the image's `Raster`, to check that the label is on the same grid
               ) -> np.ndarray|None:
     "The chip's label as uint8 0/1/255 (None when the chip has no label)."
     if not isinstance(row.label, (str, Path)): return None

@@ -117,6 +117,7 @@ def cpu_bf16_supported() -> bool:
 class CPUBFloat16(Callback):
     "bfloat16 autocast and channels-last memory format for training and inference on the CPU."
     order = 10
+    def __init__(self): super().__init__()   # no options (and no list of fastai's event hooks in the docs)
     def before_fit(self): self.learn.model.to(memory_format=torch.channels_last)
     def before_batch(self):
         self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x for x in self.xb)
@@ -147,7 +148,7 @@ def flood_learner(dls,                        # `DataLoaders` from `sar_dataload
                   self_attention:bool=DEFAULT_MODEL['self_attention'], # self-attention in the decoder
                   blur:bool=DEFAULT_MODEL['blur'], # blur after pixel shuffle upsampling
                   loss:str='wce',             # 'wce' (class-weighted CE), 'ce', or 'ce_dice' (0.5 CE + 0.5 Dice)
-                  weights=None,               # CE class weights [dry, water]; computed from the training masks when None
+                  weights:list|None=None,               # CE class weights [dry, water]; computed from the training masks when None
                   precision:str='auto',       # 'auto', 'fp32', 'fp16' (GPU mixed precision) or 'bf16' (CPU autocast)
                   **kwargs):
     "A fastai `unet_learner` (DynamicUnet) with 2 input channels (VV, VH), 2 classes, nodata-aware loss and pooled water IoU/Dice."
@@ -216,7 +217,7 @@ def save_model(learn,             # a `flood_learner`
     return path
 
 def load_model(path,              # folder written by `save_model`
-               device=None,       # torch device; the default device (GPU when present) when None
+               device:str|None=None,       # torch device; the default device (GPU when present) when None
               ) -> tuple[nn.Module, dict]:
     "Rebuild the network from `path`'s config and load its safetensors weights: (model in eval mode, config)."
     path = Path(path)
@@ -245,7 +246,7 @@ def fit_flood(learn,                # a `flood_learner`
               lr:float|None=None,   # peak learning rate; found with `lr_find` when None
               freeze_epochs:int=1,  # epochs with the encoder frozen (pretrained encoders only)
               patience:int|None=None, # early-stopping patience in epochs (None: no early stopping)
-              cbs=None,             # more callbacks
+              cbs:list|None=None,             # more callbacks
               keep_best:bool=True,  # reload the epoch with the best validation water IoU at the end (False: keep the last)
              ):
     "Train with one-cycle schedules, keeping the epoch with the best validation water IoU (or the last); returns the learning rate used."

@@ -36,8 +36,8 @@ DB_LAYOUTS = ('sen1floods11', 'stac_overflow')
 
 def scene_layout(stats,          # the model's `SARStats` (`cfg['stats']`)
                  kind:str,       # the scene's own layout: 'sen1floods11' (2-band file) or 'stac_overflow' (VV/VH pair)
-                 layout=None,    # force this layout's statistics
-                 path=None,      # the scene's file, for the error message
+                 layout:str|None=None,    # force this layout's statistics
+                 path:str|Path|None=None,      # the scene's file, for the error message
                 ) -> str:
     "Layout whose statistics standardise a dB scene of `kind`: its own, else the other dB layout, else an error."
     where = f"{path}: " if path else ''
@@ -121,7 +121,7 @@ class TilePredictor:
 
     @classmethod
     def from_folder(cls, path, # model folder written by `save_model`
-                    device=None, # torch device (default: GPU when present)
+                    device:str|None=None, # torch device (default: GPU when present)
                     **kwargs):   # passed to `TilePredictor`
         "A `TilePredictor` for the model saved in `path`."
         model, cfg = load_model(path, device=device)
@@ -225,8 +225,8 @@ def _open(path):
 class SARScene:
     "A georeferenced Sentinel-1 scene read by windows: one 2-band (VV, VH) GeoTIFF, or a VV and a VH 1-band GeoTIFF on one grid."
     def __init__(self, path,   # 2-band GeoTIFF, or the VV file of a pair
-                 vh=None,      # the VH file of a pair
-                 name=None,    # name for the outputs (default: the file name, without `_vv` for a pair)
+                 vh:str|Path|None=None,      # the VH file of a pair
+                 name:str|None=None,    # name for the outputs (default: the file name, without `_vv` for a pair)
                 ):
         self.paths = [Path(path)] + ([Path(vh)] if vh is not None else [])
         self.kind = 'sen1floods11' if vh is None else 'stac_overflow'
@@ -255,7 +255,7 @@ class SARScene:
     transform = property(lambda self: self.ds[0].transform, doc="affine transform")
 
     def read(self, r0:int, r1:int, c0:int, c1:int, # rows r0:r1, columns c0:c1
-             out_shape=None, # (h, w) to read decimated (nearest neighbour, from overviews when the file has them)
+             out_shape:tuple|None=None, # (h, w) to read decimated (nearest neighbour, from overviews when the file has them)
             ) -> np.ndarray:
         "VV, VH float32 (2, h, w) of a window, NaN wherever either band has no data."
         lay, win, bands = LAYOUTS[self.kind], Window(c0, r0, c1 - c0, r1 - r0), []
@@ -437,7 +437,7 @@ def show_scene(chip:SARChip,     # the scene with its label
                stats:SARStats|None=None, layout:str|None=None, # to display a non-dB layout
                title:str|None=None, # figure title (default: the chip id)
                ncols:int=4,      # panels per row: 4 (one row) or 2 (a 2 x 2 grid, for wide scenes)
-               figsize=None,     # default: 18 inches wide, as tall as the scene's aspect asks
+               figsize:tuple|None=None, # default: 18 inches wide, as tall as the scene's aspect asks
                max_px:int=2048, # panels of larger scenes are drawn from every k-th pixel (the IoU uses them all)
               ):
     "Figure: SAR false colour | label | predicted mask | TP/FP/FN errors, titled with the scene water IoU; returns (figure, IoU)."
