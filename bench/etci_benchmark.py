@@ -20,7 +20,7 @@ import floodseg
 from floodseg.io import *
 from floodseg.data import *
 from floodseg.learner import *
-from floodseg.interpret import tune_threshold, _pixels
+from floodseg.interpret import rectangle_pixels, _pixels, _best_threshold
 
 class Radiometric(Transform):
     "EXPERIMENT: random per-tile gain, per-channel contrast and offset, and noise on standardised SAR batches (training only)."
@@ -52,17 +52,10 @@ class WeightEMA(Callback):
     def after_validate(self): self.model.load_state_dict(self.live)
     def after_fit(self): self.model.load_state_dict(self.avg)
 
-def rectangle_pixels(label, min_px:int=2000, fill:float=0.98) -> int:
-    "EXPERIMENT: water pixels of `label` in connected components of at least `min_px` pixels filling at least `fill` of their bounding box."
-    from scipy import ndimage
-    cc, _ = ndimage.label(label == WATER)
-    return int(sum(c.sum() for i, s in enumerate(ndimage.find_objects(cc), 1) for c in [cc[s] == i] if c.sum() >= min_px and c.sum() / c.size >= fill))
-
-def threshold_iou(chips, band, t):
-    "Pooled water IoU of `band < t` on `chips`."
-    x, y = _pixels(chips, band, progress=False)
-    w = x < t
-    return float((w & y).sum() / (w | y).sum())
+def threshold_ious(chips, thresholds):
+    "Pooled water IoU of `band < t` on `chips` for each `{band: t}` (every chip read once)."
+    xs, y = _pixels(chips, list(thresholds), progress=False)
+    return {b: float(((xs[b] < t) & y).sum() / ((xs[b] < t) | y).sum()) for b, t in thresholds.items()}
 
 @call_parse
 def main(train_event:str='nebraska_20170213t002121', # ETCI event to train on
@@ -95,9 +88,10 @@ def main(train_event:str='nebraska_20170213t002121', # ETCI event to train on
                torch_threads=torch.get_num_threads(), floodseg_version=floodseg.__version__)
     # baselines: thresholds tuned on the training event only
     tr, va = chips[chips.event == train_event], chips[chips.event == valid_event]
-    for band in ('vv', 'vh'):
-        t = tune_threshold(tr, band, progress=False)
-        res[f'threshold_{band}'] = dict(threshold=t['threshold'], train_iou=t['iou'], heldout_iou=threshold_iou(va, band, t['threshold']))
+    xs, y = _pixels(tr, ['vv', 'vh'], progress=False)
+    tuned = {b: _best_threshold(xs[b], y, b, 2000, len(tr)) for b in ('vv', 'vh')}
+    held = threshold_ious(va, {b: t['threshold'] for b, t in tuned.items()})
+    for b, t in tuned.items(): res[f'threshold_{b}'] = dict(threshold=t['threshold'], train_iou=t['iou'], heldout_iou=held[b])
     print({k: v for k, v in res.items() if k.startswith('threshold')}, flush=True)
     if drop_rectangles:
         rect = np.array([rectangle_pixels(read_chip(r).label) > 0 if r.event == train_event else False for r in chips.itertuples()])

@@ -29,7 +29,7 @@ __all__ = ['COUNTS', 'BAND_INDEX', 'ERROR_LEGEND', 'METHOD_NOTES', 'confusion', 
            'water_prob', 'read_batches', 'predict_chips', 'water_mask', 'model_loss', 'tile_loss', 'error_colour',
            'show_error_row', 'SARInterpretation', 'LogitHist', 'choose_threshold', 'fit_temperature',
            'plot_threshold_curves', 'plot_reliability', 'update_model_config', 'Evaluation', 'threshold_baselines',
-           'evaluate_chips', 'loss_sorted', 'plot_loss_sorted', 'md_table', 'evaluation_report']
+           'evaluate_chips', 'loss_sorted', 'plot_loss_sorted', 'md_table', 'evaluation_report', 'rectangle_pixels']
 
 # %% ../nbs/03_interpret.ipynb #5d8a281d
 COUNTS = ['tp', 'fp', 'fn', 'tn']
@@ -79,23 +79,20 @@ def compare_table(events:pd.DataFrame, # output of `event_table`
 # %% ../nbs/03_interpret.ipynb #d788e084
 BAND_INDEX = {'vv': 0, 'vh': 1}
 
-def _pixels(chips, band, progress=True):
-    xs, ys = [], []
+def _pixels(chips, bands=('vv',), progress=True):
+    "The labelled pixels of `chips`, each chip read once: `({band: values}, is_water)`."
+    xs, ys = {b: [] for b in bands}, []
     rows = list(chips.itertuples())
     for r in (progress_bar(rows, leave=False) if progress else rows):
         c = read_chip(r)
         ok = c.label != IGNORE
-        xs.append(c.image[BAND_INDEX[band]][ok]); ys.append(c.label[ok] == WATER)
-    return np.concatenate(xs), np.concatenate(ys)
+        for b in bands: xs[b].append(c.image[BAND_INDEX[b]][ok])
+        ys.append(c.label[ok] == WATER)
+    return {b: np.concatenate(v) for b, v in xs.items()}, np.concatenate(ys)
 
-def tune_threshold(chips:pd.DataFrame, # labelled training chips (a chip table)
-                   band:str='vv',      # 'vv' or 'vh'
-                   n_edges:int=2000,   # candidate thresholds (quantiles of the band's values)
-                   progress:bool=True, # progress bar while reading
-                  ) -> dict:
-    "The threshold `t` on `band` (water where band < t) with the best pooled water IoU on `chips`."
-    x, y = _pixels(chips, band, progress)
-    if not y.any(): raise FloodsegInputError(f"no water pixel in the {len(chips)} chips given: cannot tune a threshold")
+def _best_threshold(x, y, band, n_edges, n_chips):
+    "The best-IoU threshold `band < t` for values `x` with water flags `y`, searched over `n_edges` quantiles."
+    if not y.any(): raise FloodsegInputError(f"no water pixel in the {n_chips} chips given: cannot tune a threshold")
     edges = np.unique(np.quantile(x, np.linspace(0, 1, n_edges)))
     edges = np.append(edges, np.nextafter(edges[-1], np.inf))
     cw = np.concatenate([[0], np.cumsum(np.histogram(x[y], edges)[0])])   # water pixels below each edge
@@ -103,6 +100,15 @@ def tune_threshold(chips:pd.DataFrame, # labelled training chips (a chip table)
     iou = cw / (y.sum() + cd)
     i = int(np.argmax(iou))
     return dict(band=band, threshold=float(edges[i]), iou=float(iou[i]), n_pixels=int(len(x)))
+
+def tune_threshold(chips:pd.DataFrame, # labelled training chips (a chip table)
+                   band:str='vv',      # 'vv' or 'vh'
+                   n_edges:int=2000,   # candidate thresholds (quantiles of the band's values)
+                   progress:bool=True, # progress bar while reading
+                  ) -> dict:
+    "The threshold `t` on `band` (water where band < t) with the best pooled water IoU on `chips`."
+    xs, y = _pixels(chips, [band], progress)
+    return _best_threshold(xs[band], y, band, n_edges, len(chips))
 
 # %% ../nbs/03_interpret.ipynb #87add2bd
 def otsu_threshold(x,            # values (any shape); NaN and inf are left out
@@ -155,11 +161,9 @@ def water_logit(model,              # a network from `load_model` (eval mode)
     dev = next(model.parameters()).device
     h, w = xb.shape[-2:]
     x = F.pad(xb.to(dev), (0, -w % 32, 0, -h % 32))
-    if dev.type == 'cpu' and cpu_bf16_supported():
-        with torch.autocast('cpu', dtype=torch.bfloat16): out = model(x.contiguous(memory_format=torch.channels_last))
-    elif dev.type == 'cuda':
-        with torch.autocast('cuda', dtype=torch.float16): out = model(x)
-    else: out = model(x)
+    prec = resolve_precision('auto', dev.type)
+    if prec == 'bf16': x = x.contiguous(memory_format=torch.channels_last)
+    with inference_autocast(prec, dev.type): out = model(x)
     out = out.float()[..., :h, :w]
     return (out[:, WATER] - out[:, DRY]).cpu()
 
@@ -222,8 +226,7 @@ def water_mask(prob,     # water probability (H, W), NaN at nodata
 def model_loss(cfg:dict # a model config (`load_model`): `loss` and `weights`
               ) -> SARLoss:
     "The loss a model was trained with, rebuilt from its config: class-weighted CE, CE, or CE + Dice, all ignoring `IGNORE`."
-    loss = cfg.get('loss', 'wce')
-    return SARLoss(weight=cfg.get('weights') if loss == 'wce' else None, ce=0.5 if loss == 'ce_dice' else 1., dice=0.5 if loss == 'ce_dice' else 0.)
+    return sar_loss(cfg.get('loss', 'wce'), cfg.get('weights'))
 
 def tile_loss(prob,        # water probability (H, W); NaN allowed at ignored pixels
               label,       # uint8 (H, W) 0/1/`IGNORE`
@@ -512,7 +515,8 @@ def threshold_baselines(chips:pd.DataFrame,   # labelled training chips
                        ) -> dict:
     "Thresholds `{band: t}` tuned on `chips` with `tune_threshold` (all of one layout)."
     if chips.layout.nunique() != 1: raise FloodsegInputError(f"threshold baselines need chips of one layout; got {sorted(chips.layout.unique())}")
-    return {b: tune_threshold(chips, b, progress=progress)['threshold'] for b in bands}
+    xs, y = _pixels(chips, bands, progress)   # every chip read once for all bands
+    return {b: _best_threshold(xs[b], y, b, 2000, len(chips))['threshold'] for b in bands}
 
 def evaluate_chips(model,                # a network from `load_model`
                    cfg:dict,             # its config (stats, threshold, temperature, loss)
@@ -631,3 +635,13 @@ def evaluation_report(ev:Evaluation,  # from `evaluate_chips`
     out += [md_table(ev.problems) if len(ev.problems) else 'None: every chip was read and had valid labelled pixels.', '']
     if figures: out += ['## Figures', ''] + [f'![{k}]({v})' for k, v in figures.items()]
     return '\n'.join(out) + '\n'
+
+# %% ../nbs/03_interpret.ipynb #rect-def
+def rectangle_pixels(label,             # uint8 (H, W) label: 0 dry, 1 water, `IGNORE`
+                     min_px:int=2000,   # smallest component that counts
+                     fill:float=0.98,   # share of its bounding box a component must fill
+                    ) -> int:
+    "Water pixels of `label` in connected components of at least `min_px` pixels that fill at least `fill` of their bounding box (rectangles drawn as labels)."
+    from scipy import ndimage
+    cc, _ = ndimage.label(np.asarray(label) == WATER)
+    return int(sum(c.sum() for i, s in enumerate(ndimage.find_objects(cc), 1) for c in [cc[s] == i] if c.sum() >= min_px and c.sum() / c.size >= fill))

@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/learner.html.md"""
 
 # %% ../nbs/02_learner.ipynb #fe9edf76
 from __future__ import annotations
-import json, socket, warnings
+import contextlib, json, socket, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -22,9 +22,10 @@ from .io import *
 from .data import *
 
 # %% auto #0
-__all__ = ['ARCHS', 'DEFAULT_MODEL', 'WEIGHTS_FILE', 'CONFIG_FILE', 'class_weights', 'SARLoss', 'WaterIoU', 'WaterDice',
-           'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'flood_learner', 'model_cost', 'save_model',
-           'load_model', 'fit_flood', 'wandb_run', 'FloodWandbCallback']
+__all__ = ['ARCHS', 'DEFAULT_MODEL', 'LOSSES', 'WEIGHTS_FILE', 'CONFIG_FILE', 'class_weights', 'SARLoss', 'WaterIoU', 'WaterDice',
+           'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision', 'inference_autocast',
+           'sar_loss', 'flood_learner', 'model_cost', 'save_model', 'load_model', 'fit_flood', 'wandb_run',
+           'FloodWandbCallback']
 
 # %% ../nbs/02_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -127,17 +128,38 @@ class CPUBFloat16(Callback):
         self.learn.pred = self.pred.float()
     def after_fit(self): self.learn.model.to(memory_format=torch.contiguous_format)
 
+def resolve_precision(precision:str,   # 'auto', 'fp32', 'fp16' or 'bf16'
+                      device_type:str, # the torch device type: 'cpu', 'cuda', ...
+                     ) -> str:
+    "`precision` with 'auto' resolved: fp16 on a GPU, bf16 on a CPU that runs it natively, else fp32."
+    if precision == 'auto': return 'fp16' if device_type == 'cuda' else 'bf16' if device_type == 'cpu' and cpu_bf16_supported() else 'fp32'
+    if precision not in ('fp32', 'fp16', 'bf16'): raise ValueError(f"precision must be 'auto', 'fp32', 'fp16' or 'bf16', not {precision!r}")
+    return precision
+
+def inference_autocast(precision:str,   # a resolved precision: 'fp32', 'fp16' or 'bf16'
+                       device_type:str, # the torch device type
+                      ):
+    "The autocast context for inference at `precision` (none for fp32)."
+    if precision == 'fp32': return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
+
 def _precision(learn, precision):
-    if precision == 'auto': precision = 'fp16' if learn.dls.device.type == 'cuda' else 'bf16' if cpu_bf16_supported() else 'fp32'
+    precision = resolve_precision(precision, learn.dls.device.type)
     if precision == 'fp16': learn.to_fp16()
     elif precision == 'bf16':
         if learn.dls.device.type != 'cpu': learn.to_bf16()
         else: learn.add_cb(CPUBFloat16())
-    elif precision != 'fp32': raise ValueError(f"precision must be 'auto', 'fp32', 'fp16' or 'bf16', not {precision!r}")
     return precision
 
 # %% ../nbs/02_learner.ipynb #2c7c149a
 DEFAULT_MODEL = dict(arch='resnet18', cut=-4, last_cross=False, self_attention=False, blur=False)
+LOSSES = ('wce', 'ce', 'ce_dice')
+
+def sar_loss(loss:str='wce',           # 'wce' (class-weighted CE), 'ce', or 'ce_dice' (0.5 CE + 0.5 Dice)
+             weights:list|None=None,   # CE class weights [dry, water], used by 'wce'
+            ) -> SARLoss:
+    "The `SARLoss` a loss name stands for (also how `floodseg.interpret` rebuilds a saved model's loss from its config)."
+    return SARLoss(weight=weights if loss == 'wce' else None, ce=0.5 if loss == 'ce_dice' else 1., dice=0.5 if loss == 'ce_dice' else 0.)
 
 @delegates(unet_learner, but=['normalize', 'n_out', 'n_in', 'pretrained', 'loss_func', 'metrics'])
 def flood_learner(dls,                        # `DataLoaders` from `sar_dataloaders`
@@ -153,9 +175,9 @@ def flood_learner(dls,                        # `DataLoaders` from `sar_dataload
                   **kwargs):
     "A fastai `unet_learner` (DynamicUnet) with 2 input channels (VV, VH), 2 classes, nodata-aware loss and pooled water IoU/Dice."
     if arch not in ARCHS: raise ValueError(f"arch must be one of {sorted(ARCHS)}, not {arch!r}")
-    if loss not in ('wce', 'ce', 'ce_dice'): raise ValueError(f"loss must be 'wce', 'ce' or 'ce_dice', not {loss!r}")
+    if loss not in LOSSES: raise ValueError(f"loss must be 'wce', 'ce' or 'ce_dice', not {loss!r}")
     if weights is None and loss == 'wce': weights = class_weights(dls.survey)
-    loss_func = SARLoss(weight=weights if loss == 'wce' else None, ce=0.5 if loss == 'ce_dice' else 1., dice=0.5 if loss == 'ce_dice' else 0.)
+    loss_func = sar_loss(loss, weights)
     opts = dict(cut=cut, last_cross=last_cross, self_attention=self_attention, blur=blur)
     pretrained = pretrained and imagenet_weights(arch)
     learn = unet_learner(dls, ARCHS[arch], normalize=False, n_out=2, n_in=2, pretrained=pretrained,

@@ -7,7 +7,7 @@ Docs: https://floodseg.github.io/floodseg/scene.html.md"""
 # %% ../nbs/04_scene.ipynb #04a888b0
 from __future__ import annotations
 import os, re, shutil, time, warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -24,12 +24,13 @@ from .io import *
 from .io import _nodata_mask
 from .data import *
 from .learner import *
+from .interpret import error_colour, _dihedral, _undo_dihedral
 
 # %% auto #0
 __all__ = ['DB_LAYOUTS', 'PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'GDAL_CACHE_MB', 'scene_layout', 'tile_offsets',
            'axis_overlap', 'taper', 'blend_window', 'axis_weight_sum', 'TilePredictor', 'prob_rows', 'predict_array',
            'SARScene', 'scene_outputs', 'overlay', 'save_quicklook', 'map_scene', 'etci_event_scene', 'scene_iou',
-           'error_colour', 'display_db', 'show_scene', 'find_scenes', 'map_chips']
+           'display_db', 'show_scene', 'find_scenes', 'map_chips']
 
 # %% ../nbs/04_scene.ipynb #178dfbb6
 DB_LAYOUTS = ('sen1floods11', 'stac_overflow')
@@ -98,11 +99,6 @@ def _timer(timings, key):
     finally:
         if timings is not None: timings[key] = timings.get(key, 0.) + time.perf_counter() - t
 
-def _dihedral(x, k, flip): return torch.rot90(x.flip(-1) if flip else x, k, (-2, -1))
-def _undihedral(x, k, flip):
-    x = torch.rot90(x, -k, (-2, -1))
-    return x.flip(-1) if flip else x
-
 class TilePredictor:
     "Water probability of batches of tiles from a trained model: standardisation, precision, temperature, optional dihedral TTA."
     def __init__(self, model,             # a network from `load_model` (any device)
@@ -113,9 +109,8 @@ class TilePredictor:
                 ):
         self.model, self.cfg, self.tta, self.bs = model.eval(), cfg, tta, bs
         self.device = next(model.parameters()).device
-        if precision == 'auto': precision = 'fp16' if self.device.type == 'cuda' else 'bf16' if cpu_bf16_supported() else 'fp32'
-        if precision not in ('fp32', 'bf16', 'fp16'): raise ValueError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', not {precision!r}")
-        self.precision, self.channels_last = precision, precision == 'bf16' and self.device.type == 'cpu'
+        self.precision = resolve_precision(precision, self.device.type)
+        self.channels_last = self.precision == 'bf16' and self.device.type == 'cpu'
         self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         self.temperature, self.threshold = float(cfg.get('temperature') or 1.), float(cfg['threshold'])
 
@@ -131,9 +126,7 @@ class TilePredictor:
         "(2, H, W) image in `layout` units, NaN at nodata -> standardised float32 with nodata 0."
         return np.nan_to_num(self.cfg['stats'].normalize(img, layout), nan=0.).astype(np.float32, copy=False)
 
-    def _autocast(self):
-        if self.precision == 'fp32': return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == 'bf16' else torch.float16)
+    def _autocast(self): return inference_autocast(self.precision, self.device.type)
 
     def _water(self, xb):
         if self.channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
@@ -144,7 +137,7 @@ class TilePredictor:
         xb = torch.from_numpy(np.ascontiguousarray(tiles, np.float32)).to(self.device)
         with torch.inference_mode(), self._autocast():
             if not self.tta: p = self._water(xb)
-            else: p = torch.stack([_undihedral(self._water(_dihedral(xb, k, f)), k, f) for k in range(4) for f in (False, True)]).mean(0)
+            else: p = torch.stack([_undo_dihedral(self._water(_dihedral(xb, k)), k) for k in range(8)]).mean(0)
         return p.float().cpu().numpy()
 
 # %% ../nbs/04_scene.ipynb #da30542b
@@ -418,13 +411,6 @@ def scene_iou(mask:np.ndarray,  # 0/1 prediction (any other value counts as not 
     u = (w | t).sum()
     return float((w & t).sum() / u) if u else float('nan')
 
-def error_colour(mask:np.ndarray, label:np.ndarray) -> np.ndarray:
-    "RGB (H, W, 3): true positives `TP_COLOUR`, false positives `FP_COLOUR`, false negatives `FN_COLOUR`, dry black, ignore `NODATA_COLOUR`."
-    rgb = np.zeros(label.shape + (3,), np.float32)
-    w, t = mask == WATER, label == WATER
-    for sel, c in [(w & t, TP_COLOUR), (w & ~t, FP_COLOUR), (~w & t, FN_COLOUR), (label == IGNORE, NODATA_COLOUR)]: rgb[sel] = to_rgb(c)
-    return rgb
-
 def display_db(image:np.ndarray, stats:SARStats, layout:str) -> np.ndarray:
     "VV/VH in dB for display: dB layouts as they are, others through their standardisation onto `DISPLAY_DB` (as `SARImage.show`)."
     if LAYOUTS[layout].units == 'dB': return image
@@ -451,7 +437,7 @@ def show_scene(chip:SARChip,     # the scene with its label
     fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
     axs = axs.ravel()
     panels = [(false_colour(*db), 'SAR (R=VV, G=VH, B=VV/VH), magenta: no tile'), (label_colour(lab), 'label (water blue)'),
-              (label_colour(mask), f'prediction (p > {threshold:.2f})'), (error_colour(mask, lab), 'errors: TP white, FP orange, FN cyan')]
+              (label_colour(mask), f'prediction (p > {threshold:.2f})'), (error_colour(mask == WATER, lab), 'errors: TP white, FP orange, FN cyan')]
     for a, (im, t) in zip(axs, panels): a.imshow(im, interpolation='nearest'); a.set_title(t, fontsize=13); a.axis('off')
     fig.suptitle(f"{title or chip.chip_id}: scene water IoU {iou:.3f}" + (f" (drawn at 1/{k})" if k > 1 else ''), fontsize=15)
     fig.tight_layout()
