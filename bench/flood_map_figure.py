@@ -13,7 +13,7 @@ model, event, out = sys.argv[1:4]
 pred = TilePredictor.from_folder(model, device='cpu')
 ev = etci_event_scene(chip_table(shared_data('etci2021')), event)
 p = predict_array(pred, ev.image, 'etci2021', progress=False)
-fig, iou = show_scene(ev, p, pred.threshold, pred.cfg['stats'], 'etci2021',
+fig, iou = show_scene(ev, p, pred.threshold, 'etci2021',
                       title=f"{event}: held-out event mapped by a model trained on the other ETCI event", ncols=2)
 fig.savefig(out, dpi=80, bbox_inches='tight')
 print(f"scene water IoU {iou:.3f}; wrote {out}")

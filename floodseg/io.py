@@ -22,8 +22,7 @@ from fastprogress.fastprogress import progress_bar
 # %% auto #0
 __all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'FloodsegInputError', 'Layout', 'sample_path',
            'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table',
-           'Raster', 'read_raster', 'SARChip', 'read_sar', 'map_label', 'read_label', 'read_chip', 'survey_chips',
-           'SARStats', 'sar_stats']
+           'Raster', 'read_raster', 'SARChip', 'read_sar', 'map_label', 'read_label', 'read_chip', 'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -41,11 +40,12 @@ class Layout:
     image_nodata:float|None # value that marks no data in the image (NaN allowed; None: every value is data)
     label_map:dict          # raw label value -> DRY/WATER/IGNORE
     georeferenced:bool=True # do the files carry CRS and transform?
+    calibrated:bool=True    # are values comparable between scenes (calibrated dB), or scaled per scene?
 
 LAYOUTS = {l.name: l for l in [
     Layout('sen1floods11', 'dB', float('nan'), {-1: IGNORE, 0: DRY, 1: WATER}),
     Layout('stac_overflow', 'dB', 0.0, {0: DRY, 1: WATER, 255: IGNORE}),
-    Layout('etci2021', '8-bit scaled backscatter', None, {0: DRY, 255: WATER}, georeferenced=False),
+    Layout('etci2021', '8-bit scaled backscatter', None, {0: DRY, 255: WATER}, georeferenced=False, calibrated=False),
 ]}
 
 # %% ../nbs/00_io.ipynb #67ff3dab
@@ -261,7 +261,7 @@ def read_label(row,         # one row of a chip table
                grid:Raster|None=None,   # the image's `Raster`, to check that the label is on the same grid
               ) -> np.ndarray|None:
     "The chip's label as uint8 0/1/255 (None when the chip has no label)."
-    if not isinstance(row.label, (str, Path)): return None
+    if not isinstance(getattr(row, 'label', None), (str, Path)): return None   # unlabelled, or a table without labels
     r = read_raster(row.label, [1])
     if grid is not None: _same_grid(grid, r, 'label')
     lab = map_label(r.data[0], row.layout, r.path)
@@ -307,25 +307,3 @@ def survey_chips(chips:pd.DataFrame, # a chip table
     if len(bad):
         warnings.warn(f"{len(bad)} of {len(out)} chips are unusable and will be skipped from training:\n  " + "\n  ".join(bad.problem))
     return out
-
-# %% ../nbs/00_io.ipynb #28dba2bb
-class SARStats(dict):
-    "Per-layout VV/VH mean and std over valid training pixels: `{layout: {'mean': [vv, vh], 'std': [vv, vh]}}`."
-    def normalize(self, img:np.ndarray, layout:str) -> np.ndarray:
-        "Standardise a (2, H, W) image of `layout` (NaN stays NaN)."
-        if layout not in self: raise FloodsegInputError(f"no normalisation statistics for layout {layout!r}; these stats cover {sorted(self)}")
-        m, s = (np.array(self[layout][k], np.float32)[:, None, None] for k in ('mean', 'std'))
-        return (img - m) / s
-
-def sar_stats(survey:pd.DataFrame # output of `survey_chips`, restricted to training chips
-             ) -> SARStats:
-    "Pool per-chip means and variances of usable chips into per-layout `SARStats`."
-    ok = survey[survey.problem.isna() & (survey.n_valid > 0)]
-    if not len(ok): raise FloodsegInputError("no usable training chips to compute normalisation statistics from")
-    res = SARStats()
-    for lay, g in ok.groupby('layout'):
-        w = g.n_valid / g.n_valid.sum()
-        mean = [float((w * g[f'{b}_mean']).sum()) for b in ('vv', 'vh')]
-        var = [float((w * (g[f'{b}_var'] + g[f'{b}_mean'] ** 2)).sum()) - m ** 2 for b, m in zip(('vv', 'vh'), mean)]
-        res[lay] = dict(mean=mean, std=[float(np.sqrt(v)) for v in var], n_pixels=int(g.n_valid.sum()), n_chips=len(g))
-    return res

@@ -1,0 +1,287 @@
+#!/usr/bin/env python
+"""Generalisation protocol: can a recipe map a flood event it has never seen?
+
+One run = one recipe, one fold, one seed, a fixed CPU budget. It trains from random initialisation (no ImageNet
+weights offline) on the fold's training events only, validating on whole spatial blocks inside them
+(`floodseg.data.spatial_split`), and scores the held-out event(s). The held-out event never chooses anything: the
+model is the last one of the budget, its decision threshold is 0.5 or is chosen on the training events' validation
+blocks, and its statistics come from the held-out event's own unlabelled pixels where the recipe's rule says so.
+
+Folds (see FOLDS):
+  nal  train ETCI nebraska                     -> test ETCI northal (356 tiles)
+  neb  train ETCI northal                      -> test ETCI nebraska (198 tiles)
+  s1   train ETCI nebraska + northal + STAC    -> test Sen1Floods11 (11 chips, 8 countries: another dataset,
+                                                  another sensor processing, dB instead of 8-bit)
+
+Beside the model, each run reports the fold's threshold baselines, tuned on the training events only: one VV and one
+VH threshold on raw values (on same-unit training chips), and one VV and one VH threshold on per-event standardised
+values (`norm='auto'`). `best_threshold_iou` is the best of those four on the test data, which favours the baseline.
+
+    OMP_NUM_THREADS=1 python bench/protocol.py --recipe auto --fold nal --seed 0 --budget 8
+    python bench/protocol.py --table   # summarise bench/protocol/runs/*.json into bench/PROTOCOL.md
+
+Results: bench/protocol/runs/<recipe>_<fold>_s<seed>_b<budget>.json (and the model under bench/protocol/models/).
+"""
+import json, resource, time, warnings, os
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import torch
+from fastcore.script import call_parse
+from fastai.vision.all import set_seed, Transform, store_attr
+import floodseg
+from floodseg.io import *
+from floodseg.radiometry import *
+from floodseg.data import *
+from floodseg.learner import *
+from floodseg.interpret import *
+from floodseg.interpret import _pixels, _best_threshold
+from floodseg.adapt import self_train
+
+OUT = Path(__file__).parent/'protocol'
+NAL, NEB = 'northal_20190302t234651', 'nebraska_20170213t002121'
+FOLDS = {
+    'nal': dict(train={'etci2021': [NEB]}, test={'etci2021': [NAL]}),
+    'neb': dict(train={'etci2021': [NAL]}, test={'etci2021': [NEB]}),
+    's1':  dict(train={'etci2021': [NEB, NAL], 'stac_overflow': None}, test={'sen1floods11': None}),
+}
+
+class RadiometricJitter(Transform):
+    "EXPERIMENT: per-tile random gain and offset per band in standardised units (training batches only)."
+    split_idx, order = 0, 90
+    def __init__(self, shift=0.25, gain=0.15, p=0.8): store_attr()
+    def encodes(self, x:SARImage):
+        b, c = x.shape[:2]
+        on = (torch.rand(b, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
+        gain = torch.exp((torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.gain)
+        shift = (torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.shift
+        return x + on * (x * (gain - 1) + shift)
+
+# A recipe is flood_learner/sar_dataloaders options plus the protocol's own: jitter (RadiometricJitter strength).
+BASE = dict(arch='resnet18', cut=-4, last_cross=False, loss='wce', norm='auto', size=256, bs=8, lr=1e-3, jitter=0., max_rotate=10.)
+RECIPES = {
+    'old_default': dict(BASE, norm='layout'),        # the default before this protocol: training statistics per layout
+    'auto':        dict(BASE),                       # 8-bit events standardised with their own statistics, dB with the training ones
+    'scene':       dict(BASE, norm='scene'),         # every event/chip with its own statistics, dB included
+    'auto_c3':     dict(BASE, cut=-3),               # deeper encoder (ResNet18 up to stage 3): 4x the receptive field
+    'auto_r34c3':  dict(BASE, arch='resnet34', cut=-3),
+    'auto_cedice': dict(BASE, loss='ce_dice'),
+    'auto_ce':     dict(BASE, loss='ce'),
+    'auto_jitter': dict(BASE, jitter=1.),
+    'auto_c3_jitter': dict(BASE, cut=-3, jitter=1.),
+    'auto_lr3':    dict(BASE, lr=3e-3),
+}
+
+def fold_chips(fold):
+    "(training chips, test chips) of a fold, from the shared data."
+    def take(spec):
+        parts = []
+        for lay, events in spec.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                t = chip_table(shared_data(lay))
+            parts.append(t if events is None else t[t.event.isin(events)])
+        return pd.concat(parts, ignore_index=True)
+    f = FOLDS[fold]
+    return take(f['train']), take(f['test'])
+
+def zvalues(chips, stats):
+    "Per-event standardised (`norm='auto'`) labelled pixels: ({band: values}, is_water)."
+    nc = with_norms(chips, stats, 'auto')
+    xs, ys = {'vv': [], 'vh': []}, []
+    for r in nc.itertuples():
+        if not isinstance(r.label, (str, Path)) or not (r.n_valid > 0): continue
+        c = read_chip(r)
+        ok = c.label != IGNORE
+        if not ok.any(): continue
+        z = standardise(c.image, *row_norm(r))
+        for b, i in BAND_INDEX.items(): xs[b].append(z[i][ok])
+        ys.append(c.label[ok] == WATER)
+    return {b: np.concatenate(v) for b, v in xs.items()}, np.concatenate(ys)
+
+def pooled_iou(x, y, t): return float(((x < t) & y).sum() / ((x < t) | y).sum())
+
+def baselines(fold):
+    "Thresholds tuned on the fold's training events and their pooled IoU on its test chips (cached)."
+    f = OUT/f'baselines_{fold}.json'
+    if f.exists(): return json.loads(f.read_text())
+    train, test = fold_chips(fold)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        sv = survey_chips(train[train.label.notna()], progress=False)
+    sv = sv[sv.problem.isna()]
+    stats = sar_stats(sv)
+    res = {}
+    units = {LAYOUTS[l].units for l in test.layout}
+    same = sv[sv.layout.map(lambda l: LAYOUTS[l].units).isin(units)]
+    if len(same):
+        xs, y = _pixels(same, ['vv', 'vh'], progress=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            tsv = survey_chips(test[test.label.notna()], progress=False)
+        xt, yt = _pixels(tsv[tsv.problem.isna()], ['vv', 'vh'], progress=False)
+        for b in ('vv', 'vh'):
+            t = _best_threshold(xs[b], y, b, 2000, len(same))
+            res[f'raw_{b}'] = dict(threshold=t['threshold'], train_iou=t['iou'], test_iou=pooled_iou(xt[b], yt, t['threshold']),
+                                   tuned_on=sorted(same.event.unique()))
+    xs, y = zvalues(sv, stats)
+    xt, yt = zvalues(test, stats)
+    for b in ('vv', 'vh'):
+        t = _best_threshold(xs[b], y, b, 2000, len(sv))
+        res[f'z_{b}'] = dict(threshold=t['threshold'], train_iou=t['iou'], test_iou=pooled_iou(xt[b], yt, t['threshold']),
+                             tuned_on=sorted(sv.event.unique()))
+    res['best_threshold_iou'] = max(v['test_iou'] for v in res.values())
+    OUT.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(res, indent=1))
+    return res
+
+def run(recipe, fold, seed, budget, tta=False, adapt=0.):
+    name = f"{recipe}_{fold}_s{seed}_b{budget:g}" + (f"_a{adapt:g}" if adapt else '')
+    rc = RECIPES[recipe]
+    base = baselines(fold)
+    train, test = fold_chips(fold)
+    t0, c0 = time.time(), time.process_time()
+    set_seed(seed, reproducible=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        dls = sar_dataloaders(train, valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'],
+                              seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None)
+        if rc['jitter']: dls.train.after_batch.add(RadiometricJitter(0.25 * rc['jitter'], 0.15 * rc['jitter']))
+        learn = flood_learner(dls, arch=rc['arch'], pretrained=False, cut=rc['cut'], last_cross=rc['last_cross'], loss=rc['loss'],
+                              path=OUT/'models')
+    budget_cb = CPUBudget(budget)
+    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(100_000, rc['lr'], cbs=[budget_cb])
+    train_cpu, train_wall = (time.process_time() - c0) / 60, (time.time() - t0) / 60
+    model, cfg = learn.model.eval(), dict(learn.floodseg_config)
+    cfg['stats'] = SARStats(cfg['stats'])
+    # decision threshold chosen on the training events' validation blocks (never on the test event)
+    vchips = dls.survey[dls.survey.is_valid]
+    hv, cv = LogitHist(), dict.fromkeys(COUNTS, 0)
+    for r, c, p in predict_chips(model, cfg, vchips, progress=False):
+        hv.add(p, c.label)
+        for k, v in confusion(np.nan_to_num(p), c.label).items(): cv[k] += v
+    thr_valid, valid_iou = choose_threshold(hv), scores(**cv)['iou']
+    res = dict(name=name, recipe=recipe, options=rc, fold=fold, seed=seed, budget_cpu_min=budget, steps=budget_cb.steps,
+               epochs=len(learn.recorder.values), train_tiles=len(dls.train_ds), valid_tiles=len(dls.valid_ds),
+               train_cpu_min=train_cpu, train_wall_min=train_wall, torch_threads=torch.get_num_threads(),
+               threshold_valid=thr_valid, valid_iou_at_05=valid_iou, baselines=base, floodseg_version=floodseg.__version__)
+    ev = evaluate_chips(model, dict(cfg, threshold=0.5), test, tta=tta, progress=False)
+    evt = ev.per_event()
+    for m in ev.hists:
+        p = evt.query("event == 'all' and method == @m").iloc[0]
+        res[m] = dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall), threshold=0.5,
+                      per_event=evt.query("method == @m and event != 'all'").set_index('event').iou.to_dict(), seconds_per_chip=ev.seconds[m])
+        cv = ev.hists[m].curves()
+        at = cv.iloc[int(np.abs(cv.threshold.values - thr_valid).argmin())]   # the same pixels at the validation blocks' threshold
+        res[m + '_tv'] = dict(iou=float(at.iou), precision=float(at.precision), recall=float(at.recall), threshold=thr_valid)
+    if adapt:   # self-training on the test event's tiles, without their labels; scored with them afterwards
+        t1 = time.process_time()
+        net, acfg = self_train(model, cfg, test.drop(columns='label'), budget=adapt, seed=seed)
+        ev = evaluate_chips(net, dict(acfg, threshold=0.5), test, progress=False)
+        p = ev.per_event().query("event == 'all' and method == 'model'").iloc[0]
+        res['model_adapted'] = dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall), threshold=0.5,
+                                    adapted=acfg['adapted'][-1], cpu_min=(time.process_time() - t1) / 60)
+        print(f"{name}: self-trained {adapt} CPU-min on the test event: IoU {res['model']['iou']:.3f} -> {p.iou:.3f}", flush=True)
+    res['gain_over_best_threshold'] = res['model']['iou'] - base['best_threshold_iou']
+    res['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    (OUT/'models').mkdir(parents=True, exist_ok=True)
+    save_model(learn, OUT/'models'/name, overwrite=True)
+    (OUT/'runs').mkdir(parents=True, exist_ok=True)
+    (OUT/'runs'/f'{name}.json').write_text(json.dumps(res, indent=1, default=float))
+    print(f"{name}: IoU {res['model']['iou']:.3f} (threshold {thr_valid:.2f} from the validation blocks: {res['model_tv']['iou']:.3f}); "
+          f"best tuned threshold {base['best_threshold_iou']:.3f}; {res['steps']} steps, {res['epochs']} epochs, "
+          f"{train_cpu:.1f} CPU-min, {train_wall:.1f} min", flush=True)
+    return res
+
+def adapt_run(name, minutes, lo=0.1, hi=0.9, lr=1e-4):
+    "Self-train the saved model of run `name` on its fold's test event (without labels) for `minutes` CPU minutes and score it."
+    r0 = json.loads((OUT/'runs'/f'{name}.json').read_text())
+    model, cfg = load_model(OUT/'models'/name, device='cpu')
+    _, test = fold_chips(r0['fold'])
+    c0 = time.process_time()
+    net, acfg = self_train(model, cfg, test.drop(columns='label'), budget=minutes, lr=lr, lo=lo, hi=hi, seed=r0['seed'])
+    cpu = (time.process_time() - c0) / 60
+    ev = evaluate_chips(net, dict(acfg, threshold=0.5), test, progress=False)
+    p = ev.per_event().query("event == 'all' and method == 'model'").iloc[0]
+    res = dict(run=name, recipe=r0['recipe'], fold=r0['fold'], seed=r0['seed'], budget_cpu_min=r0['budget_cpu_min'], adapt_cpu_min=minutes,
+               lo=lo, hi=hi, lr=lr, before=r0['model'], after=dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall)),
+               adapted=acfg['adapted'][-1], cpu_min=cpu, best_threshold_iou=r0['baselines']['best_threshold_iou'])
+    (OUT/'adapt').mkdir(parents=True, exist_ok=True)
+    tag = f"{name}_a{minutes:g}" + ('' if (lo, hi, lr) == (0.1, 0.9, 1e-4) else f"_lo{lo:g}_hi{hi:g}_lr{lr:g}")
+    (OUT/'adapt'/f'{tag}.json').write_text(json.dumps(res, indent=1, default=float))
+    print(f"{tag}: IoU {r0['model']['iou']:.3f} -> {p.iou:.3f} (precision {p.precision:.3f}, recall {p.recall:.3f}); "
+          f"pseudo-labelled {res['adapted']['pseudo_labelled_share']:.1%}, {res['adapted']['steps']} steps", flush=True)
+    return res
+
+def _fmt(m, sd, n): return f"{m:.3f} ± {sd:.3f} ({n})" if n > 1 else f"{m:.3f} (1)"
+
+def table(out=Path(__file__).parent/'PROTOCOL.md'):
+    "Summarise every run into bench/PROTOCOL.md (and return the per-recipe table)."
+    runs = [json.loads(f.read_text()) for f in sorted((OUT/'runs').glob('*.json'))]
+    df = pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], iou=r['model']['iou'],
+                            iou_tv=r['model_tv']['iou'], tta=r.get('model_tta', {}).get('iou'), thr=r['baselines']['best_threshold_iou'],
+                            precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
+                            cpu=r['train_cpu_min'], rss=r['peak_rss_gb']) for r in runs])
+    cost = json.loads((OUT/'cost.json').read_text()) if (OUT/'cost.json').exists() else {}
+    lines = [f"# Generalisation protocol: results", "",
+             "Written by `python bench/protocol.py --table-only` from `bench/protocol/runs/*.json` "
+             f"({len(df)} runs). Machine: 2 CPU cores (AMD EPYC with AVX512-BF16), no GPU; each run one torch thread, two runs side by side, niced; "
+             "the budget is process CPU time (`floodseg.learner.CPUBudget`). Water IoU pooled over every valid labelled pixel of the held-out event(s); "
+             "the model is the last of the budget, decision threshold 0.5. Folds: `nal` = train nebraska, test northal; `neb` = train northal, "
+             "test nebraska; `s1` = train both ETCI events + STAC Overflow, test the 11 Sen1Floods11 chips. mean ± sd over seeds (n).", ""]
+    base = {f: json.loads((OUT/f'baselines_{f}.json').read_text()) for f in FOLDS if (OUT/f'baselines_{f}.json').exists()}
+    lines += ["## Threshold baselines (tuned on the training events only)", "",
+              "| fold | VV raw | VH raw | VV z (own event statistics) | VH z | best on the test data |", "|---|---|---|---|---|---|"]
+    for f, b in base.items():
+        cell = lambda k: f"{b[k]['test_iou']:.3f} (< {b[k]['threshold']:.2f})" if k in b else '–'
+        lines.append(f"| {f} | {cell('raw_vv')} | {cell('raw_vh')} | {cell('z_vv')} | {cell('z_vh')} | **{b['best_threshold_iou']:.3f}** |")
+    lines += ["", "`best on the test data` picks the best of the four on the held-out event itself, which favours the baseline; the "
+              "model is compared with it.", ""]
+    res = []
+    for budget, gb in df.groupby('budget'):
+        folds = [f for f in FOLDS if f in set(gb.fold)]
+        lines += [f"## Recipes at {budget:g} CPU-minutes of training", "",
+                  "| recipe | " + " | ".join(f"{f}: IoU" for f in folds) + " | mean over folds | gain over best threshold (worst fold) | "
+                  "threshold from validation blocks, mean | epochs | CPU-min | peak GB | s per 256² tile (bf16, 2 threads) |",
+                  "|---|" + "---|" * (len(folds) + 6)]
+        for rec, g in gb.groupby('recipe'):
+            per = {f: g[g.fold == f] for f in folds}
+            cells = [_fmt(v.iou.mean(), v.iou.std(), len(v)) if len(v) else '–' for v in per.values()]
+            full = all(len(v) for v in per.values())
+            mean = np.mean([v.iou.mean() for v in per.values()]) if full else np.nan
+            gains = [v.iou.mean() - base[f]['best_threshold_iou'] for f, v in per.items() if len(v)]
+            tv = np.mean([v.iou_tv.mean() for v in per.values()]) if full else np.nan
+            c = cost.get(rec, {})
+            res.append(dict(budget=budget, recipe=rec, mean=mean, worst_gain=min(gains), **{f: per[f].iou.mean() for f in folds}))
+            lines.append(f"| {rec} | " + " | ".join(cells) + f" | **{mean:.3f}** | {min(gains):+.3f} | {tv:.3f} | {g.epochs.mean():.1f} | "
+                         f"{g.cpu.mean():.1f} | {g.rss.max():.2f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
+        lines.append("")
+    adapt = [json.loads(f.read_text()) for f in sorted((OUT/'adapt').glob('*.json'))] if (OUT/'adapt').exists() else []
+    if adapt:
+        ad = pd.DataFrame([dict(run=a['run'], recipe=a['recipe'], fold=a['fold'], minutes=a['adapt_cpu_min'], lo=a['lo'], hi=a['hi'],
+                                before=a['before']['iou'], after=a['after']['iou']) for a in adapt])
+        lines += ["## Self-training on the test event (`floodseg.adapt.self_train`, its labels unused)", "",
+                  "| recipe | fold | CPU-min | pseudo-labels (lo, hi) | runs | IoU before | IoU after | gain |", "|---|---|---|---|---|---|---|---|"]
+        for (rec, f, m, lo, hi), g in ad.groupby(['recipe', 'fold', 'minutes', 'lo', 'hi']):
+            lines.append(f"| {rec} | {f} | {m:g} | {lo:g}, {hi:g} | {len(g)} | {g.before.mean():.3f} | {g.after.mean():.3f} | {(g.after - g.before).mean():+.3f} |")
+        lines.append("")
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return pd.DataFrame(res)
+
+@call_parse
+def main(recipe:str='auto',  # a key of RECIPES
+         fold:str='nal',     # a key of FOLDS
+         seed:int=0,         # random seed
+         budget:float=8.,    # CPU minutes of training
+         tta:bool=False,     # also score with 8-fold dihedral TTA
+         adapt:float=0.,     # then self-train this many CPU minutes on the test event's tiles (without labels) and score again
+         table_only:bool=False, # only print the summary table of the runs so far
+         adapt_model:str=None, # self-train the saved model of this run (e.g. auto_nal_s0_b8) for --adapt minutes instead of training
+         lo:float=0.1, hi:float=0.9, adapt_lr:float=1e-4, # pseudo-label thresholds and learning rate for --adapt-model
+        ):
+    torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
+    if table_only: return table()
+    if adapt_model: return adapt_run(adapt_model, adapt or 2., lo, hi, adapt_lr)
+    if recipe not in RECIPES: raise SystemExit(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
+    run(recipe, fold, seed, budget, tta=tta, adapt=adapt)
