@@ -23,7 +23,7 @@ from .learner import *
 
 # %% auto #0
 __all__ = ['SAMPLE_VALID', 'train_chips', 'plot_training', 'floodseg_train', 'floodseg_predict', 'evaluation_chips',
-           'floodseg_evaluate']
+           'floodseg_evaluate', 'floodseg_adapt']
 
 # %% ../nbs/07_cli.ipynb #d1c813cf
 SAMPLE_VALID = ['India_900498', 'jja10'] # the embedded sample's held-out chips (with ETCI's grid columns y >= 26)
@@ -277,3 +277,39 @@ def floodseg_evaluate(
     tmp.rename(out)
     print(f"{what}: pooled IoU " + ', '.join(f'{m} {v:.3f}' for m, v in pooled.iou.items()) + f"; {len(ev.problems)} chips not scored; wrote {out}/")
     return summary
+
+# %% ../nbs/07_cli.ipynb #adapt-01
+from .adapt import *
+
+# %% ../nbs/07_cli.ipynb #adapt-02
+@call_parse
+def floodseg_adapt(
+    data:str=None,            # dataset folder holding the new event's chips (any layout; labels are not read)
+    model:str=SHIPPED,        # model folder to start from (default: the model shipped with floodseg)
+    events:str=None,          # comma-separated events of --data to adapt to (a unique prefix of each is enough; default: all chips)
+    split:str=None,           # or: the chips whose split is this
+    out:str='floodseg_adapted', # output model folder
+    budget:float=2.,          # CPU minutes of self-training
+    lr:float=1e-4,            # peak learning rate
+    lo:float=0.1,             # pseudo-label dry below this water probability
+    hi:float=0.9,             # pseudo-label water above it
+    seed:int=42,              # random seed
+    overwrite:bool=False,     # replace an existing output folder
+):
+    "Self-train a model on confident pseudo-labels of a new flood event's own chips (without their labels) and save the adapted model."
+    if data is None: raise CliError("floodseg_adapt: give --data (a dataset folder holding the new event's chips)")
+    out = Path(out)
+    if out.exists() and not overwrite: raise CliError(f"floodseg_adapt: {out} exists; choose another --out or pass --overwrite")
+    if model_path(out).resolve() == model_path(model).resolve(): raise CliError("floodseg_adapt: --out must differ from --model (the input model is never overwritten)")
+    t0 = time.time()
+    try:
+        net, cfg = load_model(model, device='cpu')
+        chips, _, notes = evaluation_chips(data, events, split)
+        net, cfg = self_train(net, cfg, chips.drop(columns='label'), budget=budget, lr=lr, lo=lo, hi=hi, seed=seed)
+    except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_adapt: {e}") from None
+    info = cfg['adapted'][-1]
+    write_model(net, cfg, out, overwrite=overwrite, adapted_from=str(model_path(model).resolve()))
+    print(f"adapted {Path(model).name} to {', '.join(info['events'])}: {info['n_chips']} chips, {info['pseudo_labelled_share']:.0%} of "
+          f"valid pixels pseudo-labelled ({info['pseudo_water_share']:.1%} of them water), {info['steps']} steps in "
+          f"{info['cpu_minutes']:.1f} CPU min ({(time.time() - t0) / 60:.1f} min); wrote {out}/")
+    return cfg

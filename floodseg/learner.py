@@ -26,8 +26,8 @@ from .data import *
 # %% auto #0
 __all__ = ['ARCHS', 'DEFAULT_MODEL', 'LOSSES', 'WEIGHTS_FILE', 'CONFIG_FILE', 'SHIPPED', 'class_weights', 'SARLoss', 'WaterIoU',
            'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision',
-           'inference_autocast', 'sar_loss', 'flood_learner', 'model_cost', 'model_path', 'save_model', 'load_model',
-           'CPUBudget', 'fit_flood', 'wandb_run', 'FloodWandbCallback']
+           'inference_autocast', 'sar_loss', 'flood_learner', 'model_cost', 'model_path', 'write_model', 'save_model',
+           'load_model', 'CPUBudget', 'fit_flood', 'wandb_run', 'FloodWandbCallback']
 
 # %% ../nbs/03_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -228,24 +228,33 @@ def model_path(path, # a model folder, or 'default' for the model shipped with f
     if str(path) == SHIPPED: return Path(str(files('floodseg')/'models'/SHIPPED))
     return Path(path)
 
+def write_model(model:nn.Module, # the network
+                cfg:dict,        # its config (`learn.floodseg_config`, or one from `load_model`)
+                path,            # folder to write (must not exist unless `overwrite`)
+                overwrite:bool=False, # replace an existing model folder
+                **extra          # more JSON-serialisable entries for the config (e.g. metrics)
+               ) -> Path:
+    "Save a network's weights (safetensors) and config (JSON) into the folder `path`, atomically."
+    import shutil
+    path = Path(path)
+    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    tmp = path.with_name(f'.{path.name}.tmp')
+    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, tmp/WEIGHTS_FILE)
+    cfg = dict(cfg, floodseg_version=floodseg.__version__, **extra)
+    (tmp/CONFIG_FILE).write_text(json.dumps(cfg, indent=1, default=float))
+    if path.exists(): shutil.rmtree(path)
+    tmp.rename(path)
+    return path
+
 def save_model(learn,             # a `flood_learner`
                path,              # folder to write (must not exist unless `overwrite`)
                overwrite:bool=False, # replace an existing model folder
                **extra            # more JSON-serialisable entries for the config (e.g. metrics)
               ) -> Path:
     "Save `learn`'s weights (safetensors) and config (JSON) into the folder `path`, atomically."
-    import shutil
-    path = Path(path)
-    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    tmp = path.with_name(f'.{path.name}.tmp')
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in learn.model.state_dict().items()}
-    save_file(sd, tmp/WEIGHTS_FILE)
-    cfg = dict(learn.floodseg_config, floodseg_version=floodseg.__version__, **extra)
-    (tmp/CONFIG_FILE).write_text(json.dumps(cfg, indent=1))
-    if path.exists(): shutil.rmtree(path)
-    tmp.rename(path)
-    return path
+    return write_model(learn.model, learn.floodseg_config, path, overwrite, **extra)
 
 def load_model(path,              # folder written by `save_model`, or 'default' for the model shipped with floodseg
                device:str|None=None,       # torch device; the default device (GPU when present) when None
