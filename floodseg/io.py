@@ -6,7 +6,8 @@ Docs: https://floodseg.github.io/floodseg/io.html.md"""
 
 # %% ../nbs/00_io.ipynb #c8d0647a
 from __future__ import annotations
-import re, warnings
+import re, shutil, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,7 +23,8 @@ from fastprogress.fastprogress import progress_bar
 # %% auto #0
 __all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'FloodsegInputError', 'Layout', 'sample_path',
            'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table',
-           'Raster', 'read_raster', 'SARChip', 'read_sar', 'map_label', 'read_label', 'read_chip', 'survey_chips']
+           'Raster', 'read_raster', 'SARChip', 'nodata_mask', 'read_sar', 'map_label', 'read_label', 'read_chip',
+           'atomic_output', 'atomic_write_text', 'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -223,7 +225,9 @@ def _same_grid(a:Raster, b:Raster, what, tol=1e-9):
     if not a.transform.almost_equals(b.transform, precision=tol):
         raise FloodsegInputError(f"{b.path}: {what} transform {tuple(b.transform)[:6]} does not match {a.path} {tuple(a.transform)[:6]}")
 
-def _nodata_mask(x:np.ndarray, nodata) -> np.ndarray:
+def nodata_mask(x:np.ndarray, # values (any shape)
+                nodata,       # the nodata value (NaN allowed) or None
+               ) -> np.ndarray:
     "True where `x` is nodata (`nodata` may be NaN or None)."
     bad = ~np.isfinite(x)
     if nodata is not None and not np.isnan(nodata): bad |= x == nodata
@@ -240,7 +244,7 @@ def read_sar(row # one row of a chip table
     img = (vv.data if vv is vh else np.concatenate([vv.data, vh.data])).astype(np.float32)
     bad = np.zeros(img.shape[1:], bool)
     for r, b in [(vv, img[:1]), (vh, img[1:])]:
-        for nd in {lay.image_nodata, r.nodata} - {None}: bad |= _nodata_mask(b, nd).any(0)
+        for nd in {lay.image_nodata, r.nodata} - {None}: bad |= nodata_mask(b, nd).any(0)
     img[:, bad] = np.nan
     return img, ~bad, vv
 
@@ -278,6 +282,34 @@ def read_chip(row,             # one row of a chip table
     if lab is not None: lab[~valid] = IGNORE
     geo = LAYOUTS[row.layout].georeferenced
     return SARChip(row.chip_id, img, valid, lab, vv.crs if geo else None, vv.transform if geo else None)
+
+# %% ../nbs/00_io.ipynb #dbf50ce2
+@contextmanager
+def atomic_output(path,                # the file or folder to write
+                  overwrite:bool=False, # replace `path` if it exists (else a `FileExistsError`)
+                  folder:bool=True,    # the output is a folder (created empty) rather than a file
+                 ):
+    "Yield a temporary path beside `path`; when the block completes it replaces `path`, when it fails it is removed."
+    path = Path(path)
+    if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; choose another name or allow overwriting")
+    tmp = path.with_name(f'.{path.name}.tmp')
+    shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)   # leftover of a killed run
+    if folder: tmp.mkdir(parents=True)
+    else: tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink(): shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists(): tmp.unlink()
+
+def atomic_write_text(path, # file to (re)write
+                      text:str, # its new content
+                     ) -> Path:
+    "Write `text` to `path` atomically (temporary file beside it, then rename), replacing it if it exists."
+    with atomic_output(path, overwrite=True, folder=False) as tmp: tmp.write_text(text)
+    return Path(path)
 
 # %% ../nbs/00_io.ipynb #93d28814
 _SURVEY = ['n_valid', 'valid_frac', 'water_frac', 'ignore_frac', 'vv_mean', 'vh_mean', 'vv_var', 'vh_var', 'problem']
