@@ -135,6 +135,32 @@ def baselines(fold):
     f.write_text(json.dumps(res, indent=1))
     return res
 
+GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+def prior_threshold(cfg):
+    "The threshold that undoes class-weighted CE's shift of the decision: weights [w0, w1] move p = 0.5 to w1 / (w0 + w1)."
+    w = cfg.get('weights')
+    return float(w[1] / (w[0] + w[1])) if cfg.get('loss', 'wce') == 'wce' and w else 0.5
+
+def threshold_scores(ev, cfg):
+    "Held-out IoU at a grid of thresholds (for the record: never used to choose) and at the prior-corrected threshold."
+    cv = ev.hists['model'].curves()
+    at = lambda t: cv.iloc[int(np.abs(cv.threshold.values - t).argmin())]
+    tp = prior_threshold(cfg)
+    p = at(tp)
+    return dict(iou_by_threshold={f'{t:.2f}': float(at(t).iou) for t in GRID},
+                model_pc=dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall), threshold=tp))
+
+def rescore(name):
+    "Add `threshold_scores` to an earlier run's result, from its saved model (no retraining)."
+    f = OUT/'runs'/f'{name}.json'
+    r = json.loads(f.read_text())
+    model, cfg = load_model(OUT/'models'/name, device='cpu')
+    _, test = fold_chips(r['fold'])
+    r.update(threshold_scores(evaluate_chips(model, dict(cfg, threshold=0.5), test, progress=False), cfg))
+    f.write_text(json.dumps(r, indent=1, default=float))
+    print(f"{name}: IoU at 0.5 {r['model']['iou']:.3f}, at the prior-corrected threshold {r['model_pc']['threshold']:.2f} {r['model_pc']['iou']:.3f}", flush=True)
+
 def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     name = f"{recipe}_{fold}_s{seed}_b{budget:g}" + (f"_a{adapt:g}" if adapt else '')
     rc = RECIPES[recipe]
@@ -166,6 +192,7 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
                train_cpu_min=train_cpu, train_wall_min=train_wall, torch_threads=torch.get_num_threads(),
                threshold_valid=thr_valid, valid_iou_at_05=valid_iou, baselines=base, floodseg_version=floodseg.__version__)
     ev = evaluate_chips(model, dict(cfg, threshold=0.5), test, tta=tta, progress=False)
+    res.update(threshold_scores(ev, cfg))
     evt = ev.per_event()
     for m in ev.hists:
         p = evt.query("event == 'all' and method == @m").iloc[0]
@@ -219,7 +246,7 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
     "Summarise every run into bench/PROTOCOL.md (and return the per-recipe table)."
     runs = [json.loads(f.read_text()) for f in sorted((OUT/'runs').glob('*.json'))]
     df = pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], iou=r['model']['iou'],
-                            iou_tv=r['model_tv']['iou'], tta=r.get('model_tta', {}).get('iou'), thr=r['baselines']['best_threshold_iou'],
+                            iou_tv=r['model_tv']['iou'], iou_pc=r.get('model_pc', {}).get('iou', np.nan), tta=r.get('model_tta', {}).get('iou'), thr=r['baselines']['best_threshold_iou'],
                             precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
                             cpu=r['train_cpu_min'], rss=r['peak_rss_gb']) for r in runs])
     cost = json.loads((OUT/'cost.json').read_text()) if (OUT/'cost.json').exists() else {}
@@ -242,8 +269,8 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
         folds = [f for f in FOLDS if f in set(gb.fold)]
         lines += [f"## Recipes at {budget:g} CPU-minutes of training", "",
                   "| recipe | " + " | ".join(f"{f}: IoU" for f in folds) + " | mean over folds | gain over best threshold (worst fold) | "
-                  "threshold from validation blocks, mean | epochs | CPU-min | peak GB | s per 256² tile (bf16, 2 threads) |",
-                  "|---|" + "---|" * (len(folds) + 6)]
+                  "mean, threshold from validation blocks | mean, prior-corrected threshold | epochs | CPU-min | peak GB | s per 256² tile (bf16, 2 threads) |",
+                  "|---|" + "---|" * (len(folds) + 7)]
         for rec, g in gb.groupby('recipe'):
             per = {f: g[g.fold == f] for f in folds}
             cells = [_fmt(v.iou.mean(), v.iou.std(), len(v)) if len(v) else '–' for v in per.values()]
@@ -251,9 +278,10 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
             mean = np.mean([v.iou.mean() for v in per.values()]) if full else np.nan
             gains = [v.iou.mean() - base[f]['best_threshold_iou'] for f, v in per.items() if len(v)]
             tv = np.mean([v.iou_tv.mean() for v in per.values()]) if full else np.nan
+            pc = np.mean([v.iou_pc.mean() for v in per.values()]) if full else np.nan
             c = cost.get(rec, {})
             res.append(dict(budget=budget, recipe=rec, mean=mean, worst_gain=min(gains), **{f: per[f].iou.mean() for f in folds}))
-            lines.append(f"| {rec} | " + " | ".join(cells) + f" | **{mean:.3f}** | {min(gains):+.3f} | {tv:.3f} | {g.epochs.mean():.1f} | "
+            lines.append(f"| {rec} | " + " | ".join(cells) + f" | **{mean:.3f}** | {min(gains):+.3f} | {tv:.3f} | {pc:.3f} | {g.epochs.mean():.1f} | "
                          f"{g.cpu.mean():.1f} | {g.rss.max():.2f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
         lines.append("")
     adapt = [json.loads(f.read_text()) for f in sorted((OUT/'adapt').glob('*.json'))] if (OUT/'adapt').exists() else []
@@ -277,11 +305,16 @@ def main(recipe:str='auto',  # a key of RECIPES
          tta:bool=False,     # also score with 8-fold dihedral TTA
          adapt:float=0.,     # then self-train this many CPU minutes on the test event's tiles (without labels) and score again
          table_only:bool=False, # only print the summary table of the runs so far
+         rescore_runs:bool=False, # add threshold scores to earlier runs that lack them (from their saved models)
          adapt_model:str=None, # self-train the saved model of this run (e.g. auto_nal_s0_b8) for --adapt minutes instead of training
          lo:float=0.1, hi:float=0.9, adapt_lr:float=1e-4, # pseudo-label thresholds and learning rate for --adapt-model
         ):
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
     if table_only: return table()
+    if rescore_runs:
+        for f in sorted((OUT/'runs').glob('*.json')):
+            if 'model_pc' not in json.loads(f.read_text()): rescore(f.stem)
+        return
     if adapt_model: return adapt_run(adapt_model, adapt or 2., lo, hi, adapt_lr)
     if recipe not in RECIPES: raise SystemExit(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
     run(recipe, fold, seed, budget, tta=tta, adapt=adapt)
