@@ -7,10 +7,11 @@ import sys
 import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 from floodseg.io import *
+from floodseg.predict import Predictor
 from floodseg.scene import *
 
 model, event, out = sys.argv[1:4]
-pred = TilePredictor.from_folder(model, device='cpu')
+pred = Predictor.from_folder(model, device='cpu')
 ev = etci_event_scene(chip_table(shared_data('etci2021')), event)
 p = predict_array(pred, ev.image, 'etci2021', progress=False)
 fig, iou = show_scene(ev, p, pred.threshold, 'etci2021',

@@ -34,8 +34,11 @@ from floodseg.io import *
 from floodseg.radiometry import *
 from floodseg.data import *
 from floodseg.learner import *
+from floodseg.predict import *
+from floodseg.metrics import *
+from floodseg.baselines import *
+from floodseg.calibrate import *
 from floodseg.interpret import *
-from floodseg.interpret import _pixels, _best_threshold
 from floodseg.adapt import self_train
 
 OUT = Path(__file__).parent/'protocol'
@@ -115,19 +118,19 @@ def baselines(fold):
     units = {LAYOUTS[l].units for l in test.layout}
     same = sv[sv.layout.map(lambda l: LAYOUTS[l].units).isin(units)]
     if len(same):
-        xs, y = _pixels(same, ['vv', 'vh'], progress=False)
+        xs, y = labelled_pixels(same, ['vv', 'vh'], progress=False)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             tsv = survey_chips(test[test.label.notna()], progress=False)
-        xt, yt = _pixels(tsv[tsv.problem.isna()], ['vv', 'vh'], progress=False)
+        xt, yt = labelled_pixels(tsv[tsv.problem.isna()], ['vv', 'vh'], progress=False)
         for b in ('vv', 'vh'):
-            t = _best_threshold(xs[b], y, b, 2000, len(same))
+            t = best_threshold(xs[b], y, b)
             res[f'raw_{b}'] = dict(threshold=t['threshold'], train_iou=t['iou'], test_iou=pooled_iou(xt[b], yt, t['threshold']),
                                    tuned_on=sorted(same.event.unique()))
     xs, y = zvalues(sv, stats)
     xt, yt = zvalues(test, stats)
     for b in ('vv', 'vh'):
-        t = _best_threshold(xs[b], y, b, 2000, len(sv))
+        t = best_threshold(xs[b], y, b)
         res[f'z_{b}'] = dict(threshold=t['threshold'], train_iou=t['iou'], test_iou=pooled_iou(xt[b], yt, t['threshold']),
                              tuned_on=sorted(sv.event.unique()))
     res['best_threshold_iou'] = max(v['test_iou'] for v in res.values())
@@ -157,7 +160,7 @@ def rescore(name):
     r = json.loads(f.read_text())
     model, cfg = load_model(OUT/'models'/name, device='cpu')
     _, test = fold_chips(r['fold'])
-    r.update(threshold_scores(evaluate_chips(model, dict(cfg, threshold=0.5), test, progress=False), cfg))
+    r.update(threshold_scores(evaluate_chips(Predictor(model, dict(cfg, threshold=0.5)), test, progress=False), cfg))
     f.write_text(json.dumps(r, indent=1, default=float))
     print(f"{name}: IoU at 0.5 {r['model']['iou']:.3f}, at the prior-corrected threshold {r['model_pc']['threshold']:.2f} {r['model_pc']['iou']:.3f}", flush=True)
 
@@ -183,15 +186,17 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     # decision threshold chosen on the training events' validation blocks (never on the test event)
     vchips = dls.survey[dls.survey.is_valid]
     hv, cv = LogitHist(), dict.fromkeys(COUNTS, 0)
-    for r, c, p in predict_chips(model, cfg, vchips, progress=False):
+    pred = Predictor(model, cfg)
+    for r, c, p in pred.chips(vchips, progress=False):
         hv.add(p, c.label)
         for k, v in confusion(np.nan_to_num(p), c.label).items(): cv[k] += v
     thr_valid, valid_iou = choose_threshold(hv), scores(**cv)['iou']
     res = dict(name=name, recipe=recipe, options=rc, fold=fold, seed=seed, budget_cpu_min=budget, steps=budget_cb.steps,
                epochs=len(learn.recorder.values), train_tiles=len(dls.train_ds), valid_tiles=len(dls.valid_ds),
                train_cpu_min=train_cpu, train_wall_min=train_wall, torch_threads=torch.get_num_threads(),
-               threshold_valid=thr_valid, valid_iou_at_05=valid_iou, baselines=base, floodseg_version=floodseg.__version__)
-    ev = evaluate_chips(model, dict(cfg, threshold=0.5), test, tta=tta, progress=False)
+               threshold_valid=thr_valid, valid_iou_at_05=valid_iou, baselines=base, floodseg_version=floodseg.__version__,
+               history=[dict(zip(learn.recorder.metric_names[1:-1], map(float, v))) for v in learn.recorder.values])
+    ev = evaluate_chips(Predictor(model, dict(cfg, threshold=0.5)), test, tta=tta, progress=False)
     res.update(threshold_scores(ev, cfg))
     evt = ev.per_event()
     for m in ev.hists:
@@ -204,7 +209,7 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     if adapt:   # self-training on the test event's tiles, without their labels; scored with them afterwards
         t1 = time.process_time()
         net, acfg = self_train(model, cfg, test.drop(columns='label'), budget=adapt, seed=seed)
-        ev = evaluate_chips(net, dict(acfg, threshold=0.5), test, progress=False)
+        ev = evaluate_chips(Predictor(net, dict(acfg, threshold=0.5)), test, progress=False)
         p = ev.per_event().query("event == 'all' and method == 'model'").iloc[0]
         res['model_adapted'] = dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall), threshold=0.5,
                                     adapted=acfg['adapted'][-1], cpu_min=(time.process_time() - t1) / 60)
@@ -228,7 +233,7 @@ def adapt_run(name, minutes, lo=0.1, hi=0.9, lr=1e-4):
     c0 = time.process_time()
     net, acfg = self_train(model, cfg, test.drop(columns='label'), budget=minutes, lr=lr, lo=lo, hi=hi, seed=r0['seed'])
     cpu = (time.process_time() - c0) / 60
-    ev = evaluate_chips(net, dict(acfg, threshold=0.5), test, progress=False)
+    ev = evaluate_chips(Predictor(net, dict(acfg, threshold=0.5)), test, progress=False)
     p = ev.per_event().query("event == 'all' and method == 'model'").iloc[0]
     res = dict(run=name, recipe=r0['recipe'], fold=r0['fold'], seed=r0['seed'], budget_cpu_min=r0['budget_cpu_min'], adapt_cpu_min=minutes,
                lo=lo, hi=hi, lr=lr, before=r0['model'], after=dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall)),

@@ -21,7 +21,7 @@ from protocol import RECIPES, OUT as PROTO, FOLDS
 import floodseg
 from floodseg.io import *
 from floodseg.learner import *
-from floodseg.interpret import predict_chips
+from floodseg.predict import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT/'floodseg'/'models'/'default'
@@ -45,8 +45,8 @@ def agreement(a, b):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             chips = chip_table(sample_path(lay))
-        (ma, ca), (mb, cb) = load_model(a, 'cpu'), load_model(b, 'cpu')
-        for (_, _, pa), (_, _, pb) in zip(predict_chips(ma, ca, chips, progress=False), predict_chips(mb, cb, chips, progress=False)):
+        pa_, pb_ = Predictor.from_folder(a, 'cpu'), Predictor.from_folder(b, 'cpu')
+        for (_, _, pa), (_, _, pb) in zip(pa_.chips(chips, progress=False), pb_.chips(chips, progress=False)):
             if pa is not None: worst = max(worst, float(np.nanmax(np.abs(pa - pb))) if np.isfinite(pa).any() else 0.)
     return worst
 

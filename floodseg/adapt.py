@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/adapt.html.md"""
 
 # %% ../nbs/10_adapt.ipynb #46b163c4
 from __future__ import annotations
-import copy, time, warnings
+import time, warnings
 import numpy as np
 import pandas as pd
 import torch
@@ -68,7 +68,7 @@ def self_train(model,              # a trained network (not modified: a copy is 
                        splitter=RandomSplitter(0.1, seed=seed), item_tfms=[NodataToIgnore(), RandomTileCrop(size)],
                        batch_tfms=sar_aug_transforms())
     dls = dblock.dataloaders(items, bs=min(bs, max(1, int(len(items) * 0.9))), num_workers=0)
-    net = copy.deepcopy(model).train()
+    net = build_model(cfg); net.load_state_dict(model.state_dict()); net.train()   # a copy, through its weights
     learn = Learner(dls, net, loss_func=sar_loss(cfg.get('loss', 'wce'), cfg.get('weights')), metrics=[WaterIoU()])
     apply_precision(learn, cfg.get('precision', 'auto'))
     t0, c0 = time.time(), time.process_time()

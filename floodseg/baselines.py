@@ -32,6 +32,7 @@ def labelled_pixels(chips:pd.DataFrame, # labelled chips (a chip table)
         ys.append(c.label[ok] == WATER)
     return {b: np.concatenate(v) for b, v in xs.items()}, np.concatenate(ys)
 
+# %% ../nbs/07_baselines.ipynb #d788e084-1
 def best_threshold(x:np.ndarray,   # values of one band (any units)
                    y:np.ndarray,   # is each value water
                    band:str='vv',  # the band's name, for the result
@@ -47,6 +48,7 @@ def best_threshold(x:np.ndarray,   # values of one band (any units)
     i = int(np.argmax(iou))
     return dict(band=band, threshold=float(edges[i]), iou=float(iou[i]), n_pixels=int(len(x)))
 
+# %% ../nbs/07_baselines.ipynb #d788e084-2
 def tune_threshold(chips:pd.DataFrame, # labelled training chips (a chip table)
                    band:str='vv',      # 'vv' or 'vh'
                    n_edges:int=2000,   # candidate thresholds (quantiles of the band's values)
@@ -83,6 +85,7 @@ def otsu_threshold(x,            # values (any shape); NaN and inf are left out
     between = w0[:-1] * w1[1:] * (m0[:-1] - m1[1:]) ** 2
     return float(centres[np.nanargmax(between)])
 
+# %% ../nbs/07_baselines.ipynb #87add2bd-1
 def baseline_thresholds(chip:SARChip,         # a chip from `read_chip`
                         thresholds:dict|None=None, # tuned thresholds `{band: t}` (water where band < t), e.g. from `tune_threshold`
                        ) -> dict:
@@ -90,6 +93,7 @@ def baseline_thresholds(chip:SARChip,         # a chip from `read_chip`
     otsu = {'otsu_vv': ('vv', otsu_threshold(chip.image[BAND_INDEX['vv']][chip.valid]))}
     return otsu | {f'threshold_{b}': (b, float(t)) for b, t in (thresholds or {}).items()}
 
+# %% ../nbs/07_baselines.ipynb #87add2bd-2
 def baseline_water(chip:SARChip,         # a chip from `read_chip`
                    thresholds:dict|None=None, # tuned thresholds `{band: t}`
                   ) -> dict:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from .io import *
 from .viz import *
-from .metrics import scores
+from .metrics import scores, safe_ratio
 
 # %% auto #0
 __all__ = ['LogitHist', 'choose_threshold', 'fit_temperature', 'plot_threshold_curves', 'plot_reliability']
@@ -21,6 +21,7 @@ __all__ = ['LogitHist', 'choose_threshold', 'fit_temperature', 'plot_threshold_c
 # %% ../nbs/08_calibrate.ipynb #b206946b
 def _sigmoid(z): return 1 / (1 + np.exp(-z))
 
+# %% ../nbs/08_calibrate.ipynb #b206946b-1
 class LogitHist:
     "Valid pixels counted by water logit in fine bins, water and dry apart, with exact sums of p and p² per bin."
     def __init__(self, lim:float=16., # logits are clipped to [-lim, lim]
@@ -80,7 +81,7 @@ class LogitHist:
         agg = lambda v: np.bincount(b, v, n_bins)
         cnt = agg(n)
         return pd.DataFrame(dict(lo=np.arange(n_bins) / n_bins, hi=np.arange(1, n_bins + 1) / n_bins, n=cnt.astype(np.int64),
-                                 confidence=_ratio(agg(self.sp_water + self.sp_dry), cnt), frequency=_ratio(agg(self.water), cnt)))
+                                 confidence=safe_ratio(agg(self.sp_water + self.sp_dry), cnt), frequency=safe_ratio(agg(self.water), cnt)))
 
     def ece(self, n_bins:int=10) -> float:
         "Expected calibration error: pixel-weighted mean |mean probability - water share| over `n_bins` equal-width bins."
@@ -103,6 +104,7 @@ def _hist(probs, label):
     if label is None: raise ValueError("give the labels with the probabilities, or a LogitHist")
     return LogitHist.from_arrays(probs, label)
 
+# %% ../nbs/08_calibrate.ipynb #e7fde92f-1
 def choose_threshold(probs,           # water probabilities (array), or a `LogitHist` of them
                      label:np.ndarray|None=None,      # labels 0/1/`IGNORE` (with an array of probabilities)
                      by:str='iou',    # 'iou' or 'f1': the pooled score to maximise
@@ -112,6 +114,7 @@ def choose_threshold(probs,           # water probabilities (array), or a `Logit
     cv = _hist(probs, label).curves()
     return float(cv.threshold.iloc[int(np.nanargmax(cv[by].values))])
 
+# %% ../nbs/08_calibrate.ipynb #e7fde92f-2
 def fit_temperature(probs,       # water probabilities (array), or a `LogitHist` of them
                     label:np.ndarray|None=None,  # labels 0/1/`IGNORE` (with an array of probabilities)
                     max_iter:int=100, # L-BFGS iterations
@@ -154,6 +157,7 @@ def plot_threshold_curves(hist:LogitHist,   # pooled validation pixels of the mo
     fig.suptitle(title); fig.tight_layout()
     return fig
 
+# %% ../nbs/08_calibrate.ipynb #02130df5-1
 def plot_reliability(hists:dict,        # label -> `LogitHist` (e.g. as predicted and temperature-scaled)
                      title:str,         # what and on which data
                      n_bins:int=10,     # equal-width probability bins

@@ -54,6 +54,7 @@ class ReadSAR(Transform):
         img, _, _ = read_sar(row)
         return SARImage(torch.from_numpy(standardise(img, *row_norm(row), fill=np.nan)))
 
+# %% ../nbs/03_data.ipynb #4a9c06a1-1
 class ReadMask(Transform):
     "Read a chip-table row's label into a uint8 0/1/255 `SARMask`."
     def encodes(self, row) -> SARMask:
@@ -61,6 +62,7 @@ class ReadMask(Transform):
         if lab is None: raise FloodsegInputError(f"{row.vv}: chip {row.chip_id} has no label, so it cannot be used for training")
         return SARMask(torch.from_numpy(lab))
 
+# %% ../nbs/03_data.ipynb #4a9c06a1-2
 class NodataToIgnore(ItemTransform):
     "Set the label to `IGNORE` and the image to 0 wherever the image has no data."
     order = 0
@@ -70,15 +72,18 @@ class NodataToIgnore(ItemTransform):
         y = y.clone(); y[bad] = IGNORE
         return SARImage(torch.nan_to_num(x, 0.)), SARMask(y)
 
+# %% ../nbs/03_data.ipynb #4a9c06a1-3
 class MaskToLong(DisplayedTransform):
     "Make masks `long` for the loss (the last batch transform)."
     order = 100
     def encodes(self, y:TensorMask): return y.long()
 
+# %% ../nbs/03_data.ipynb #4a9c06a1-4
 def SARBlock() -> TransformBlock:
     "A `TransformBlock` for standardised SAR tiles read from chip-table rows with `NORM_COLUMNS` (no division by 255)."
     return TransformBlock(type_tfms=ReadSAR())
 
+# %% ../nbs/03_data.ipynb #4a9c06a1-5
 def SARMaskBlock() -> TransformBlock:
     "A `TransformBlock` for 0/1/255 water masks read from chip-table rows (no `IntToFloatTensor`)."
     return TransformBlock(type_tfms=ReadMask(), batch_tfms=MaskToLong())
@@ -105,6 +110,7 @@ class EventSplitter:
         v = df.event.isin(self.valid_events).values
         return L(np.flatnonzero(~v).tolist()), L(np.flatnonzero(v).tolist())
 
+# %% ../nbs/03_data.ipynb #7e1db223-1
 class SplitColSplitter:
     "fastai splitter that validates on chips whose `col` equals `valid` and trains on `train` (all others if None)."
     def __init__(self, valid:str='valid', train:str|None=None, col:str='split'): store_attr()
@@ -115,6 +121,7 @@ class SplitColSplitter:
         t = ~v if self.train is None else (df[self.col] == self.train).values
         return L(np.flatnonzero(t).tolist()), L(np.flatnonzero(v).tolist())
 
+# %% ../nbs/03_data.ipynb #7e1db223-2
 def with_split_csv(chips:pd.DataFrame, # a chip table
                    csv,                # CSV with columns `chip_id` and `split`
                   ) -> pd.DataFrame:
@@ -128,6 +135,7 @@ def with_split_csv(chips:pd.DataFrame, # a chip table
     out.attrs = dict(chips.attrs, missing_from_split=missing)
     return out
 
+# %% ../nbs/03_data.ipynb #7e1db223-3
 def spatial_split(chips:pd.DataFrame, # a chip table (labelled chips are split; unlabelled ones get no split)
                   valid_pct:float=0.15, # share of each event's labelled chips to validate on (whole blocks)
                   block:int=4,          # block size in grid cells, for chips with `x`, `y` grid positions
@@ -187,6 +195,7 @@ def sar_aug_transforms(max_rotate:float=10., # maximum rotation in degrees (0 fo
     return aug_transforms(do_flip=flips, flip_vert=flips, max_rotate=max_rotate, min_zoom=1., max_zoom=1., max_lighting=0.,
                           max_warp=0., p_affine=p_affine, pad_mode='reflection')
 
+# %% ../nbs/03_data.ipynb #883747aa-1
 def _usable(sv):
     "Rows of a survey that can be trained on: readable, with valid labelled pixels."
     unlabelled = sv.label.isna() & sv.problem.isna()
@@ -194,6 +203,7 @@ def _usable(sv):
                                        f"their event's statistics (e.g. {sv.chip_id[unlabelled].iloc[0]})")
     return sv.problem.isna() & ~unlabelled
 
+# %% ../nbs/03_data.ipynb #883747aa-2
 def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_table`), surveyed or not
                     valid_events:str|list|None=None, # flood event(s) to hold out for validation
                     valid_split:str|None=None, # or: validate on chips whose `split` equals this

@@ -121,6 +121,7 @@ class Evaluation:
         "Scores per method and event, with the pooled totals (`event_table`)."
         return event_table(self.per_chip)
 
+# %% ../nbs/09_interpret.ipynb #183f5437-1
 def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or `Predictor(model, cfg)`)
                    chips:pd.DataFrame,   # labelled chips to judge
                    thresholds:dict|None=None, # tuned baseline thresholds `{band: t}` (`threshold_baselines`); Otsu is always run
@@ -173,6 +174,7 @@ def loss_sorted(ev:Evaluation,    # from `evaluate_chips`
     mid = len(ids) // 2 - n // 2
     return {'highest loss': ids[:n], 'median loss': ids[mid:mid + n], 'lowest loss': ids[-n:]}
 
+# %% ../nbs/09_interpret.ipynb #20fe7347-1
 def plot_loss_sorted(ev:Evaluation,      # from `evaluate_chips`
                      pred:Predictor,     # the model that was evaluated
                      chips:pd.DataFrame, # the chip table that was evaluated
@@ -207,6 +209,7 @@ def md_table(df:pd.DataFrame, # table to render (the index becomes the first col
     lines += ['| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in df.itertuples(index=False)]
     return '\n'.join(lines)
 
+# %% ../nbs/09_interpret.ipynb #df803070-1
 METHOD_NOTES = {'model': 'the model, threshold from its config', 'model_tta': 'the model with test-time augmentation (8 dihedral transforms)',
                 'otsu_vv': "Otsu's threshold on each chip's VV", 'threshold_vv': 'one VV threshold tuned on the training chips',
                 'threshold_vh': 'one VH threshold tuned on the training chips'}
@@ -232,7 +235,11 @@ def evaluation_report(ev:Evaluation,  # from `evaluate_chips`
             'ECE over 10 equal-width probability bins; the best-IoU threshold on *these* chips is for information only '
             '(choosing it here would tune on the test data).', '', md_table(cal.rename_axis('method'), 4), '']
     out += ['## Chips not scored', '']
-    out += [md_table(ev.problems) if len(ev.problems) else 'None: every chip was read and had valid labelled pixels.', '']
+    unl = ev.problems.problem.str.endswith('no label, not scored')
+    if unl.any(): out += [f"{int(unl.sum())} chips have no label (e.g. {', '.join(ev.problems.chip_id[unl].head(3))}); "
+                          f"`summary.json` lists them all under `not_scored`.", '']
+    other = ev.problems[~unl]
+    out += [md_table(other) if len(other) else ('No other chip.' if unl.any() else 'None: every chip was read and had valid labelled pixels.'), '']
     if figures: out += ['## Figures', ''] + [f'![{k}]({v})' for k, v in figures.items()]
     return '\n'.join(out) + '\n'
 

@@ -8,7 +8,8 @@ Docs: https://floodseg.github.io/floodseg/io.html.md"""
 from __future__ import annotations
 import re, shutil, warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 from importlib.resources import files
 from pathlib import Path
 import os
@@ -21,10 +22,10 @@ from rasterio.windows import Window
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'FloodsegInputError', 'Layout', 'sample_path',
-           'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table',
-           'Raster', 'read_raster', 'SARChip', 'nodata_mask', 'read_sar', 'map_label', 'read_label', 'read_chip',
-           'atomic_output', 'atomic_write_text', 'survey_chips']
+__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'FloodsegInputError', 'Layout', 'register_layout',
+           'chip_reader', 'sample_path', 'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips',
+           'detect_layout', 'chip_table', 'Raster', 'read_raster', 'SARChip', 'nodata_mask', 'read_sar', 'map_label',
+           'read_label', 'read_chip', 'etci_event_scene', 'atomic_output', 'atomic_write_text', 'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -34,21 +35,38 @@ class FloodsegInputError(ValueError):
     "A chip, raster or table that floodseg cannot use; the message names the file and the problem."
 
 # %% ../nbs/00_io.ipynb #345a86fe
-@dataclass(frozen=True)
+@dataclass
 class Layout:
-    "How one public dataset stores Sentinel-1 chips and their labels."
+    "How one public dataset stores Sentinel-1 chips and their labels, how to recognise it, and how to read it into a chip table."
     name:str                # short name used in chip tables
     units:str               # radiometry of the image values
     image_nodata:float|None # value that marks no data in the image (NaN allowed; None: every value is data)
     label_map:dict          # raw label value -> DRY/WATER/IGNORE
     georeferenced:bool=True # do the files carry CRS and transform?
     calibrated:bool=True    # are values comparable between scenes (calibrated dB), or scaled per scene?
+    detect:tuple=()         # glob patterns: a folder holding any of them is in this layout
+    reader:Callable|None=field(default=None, repr=False) # folder -> chip table (set by `chip_reader`)
 
-LAYOUTS = {l.name: l for l in [
-    Layout('sen1floods11', 'dB', float('nan'), {-1: IGNORE, 0: DRY, 1: WATER}),
-    Layout('stac_overflow', 'dB', 0.0, {0: DRY, 1: WATER, 255: IGNORE}),
-    Layout('etci2021', '8-bit scaled backscatter', None, {0: DRY, 255: WATER}, georeferenced=False, calibrated=False),
-]}
+# %% ../nbs/00_io.ipynb #345a86fe-1
+LAYOUTS = {}
+
+def register_layout(layout:Layout # the layout to add (or replace, by name)
+                   ) -> Layout:
+    "Add `layout` to `LAYOUTS`, where `detect_layout`, `chip_table` and every reader find it."
+    LAYOUTS[layout.name] = layout
+    return layout
+
+# %% ../nbs/00_io.ipynb #345a86fe-2
+def chip_reader(name:str # the layout whose reader the decorated function is
+               ):
+    "Decorator: register a function `(folder, **kwargs) -> chip table` as the reader of layout `name`."
+    def _register(f): LAYOUTS[name].reader = f; return f
+    return _register
+
+for l in [Layout('sen1floods11', 'dB', float('nan'), {-1: IGNORE, 0: DRY, 1: WATER}, detect=('**/HandLabeled/S1Hand',)),
+          Layout('stac_overflow', 'dB', 0.0, {0: DRY, 1: WATER, 255: IGNORE}, detect=('**/flood-training-metadata.csv',)),
+          Layout('etci2021', '8-bit scaled backscatter', None, {0: DRY, 255: WATER}, georeferenced=False, calibrated=False,
+                 detect=('*/tiles/vv', '*/*/tiles/vv'))]: register_layout(l)
 
 # %% ../nbs/00_io.ipynb #67ff3dab
 def sample_path(layout:str|None=None # one of `LAYOUTS`, or None for the sample's root
@@ -87,6 +105,7 @@ def _find_dir(root, rel, layout):
     raise FloodsegInputError(f"{root}: not a {layout} folder (expected {rel}/ inside it)")
 
 # %% ../nbs/00_io.ipynb #6c974e5d
+@chip_reader('sen1floods11')
 def sen1floods11_chips(path # a Sen1Floods11 folder (`v1.1` or a folder above it)
                       ) -> pd.DataFrame:
     "Chip table of the Sen1Floods11 hand-labelled chips under `path`, with the official splits."
@@ -106,6 +125,7 @@ def sen1floods11_chips(path # a Sen1Floods11 folder (`v1.1` or a folder above it
     return _table(rows, 'sen1floods11', missing=set(splits) - present)
 
 # %% ../nbs/00_io.ipynb #2759e396
+@chip_reader('stac_overflow')
 def stac_overflow_chips(path # a STAC Overflow folder (holding `training_data/`, optionally `test_features/`)
                        ) -> pd.DataFrame:
     "Chip table of the STAC Overflow chips under `path`: labelled training chips and unlabelled test chips."
@@ -131,6 +151,7 @@ def stac_overflow_chips(path # a STAC Overflow folder (holding `training_data/`,
 # %% ../nbs/00_io.ipynb #1c3e74d5
 _ETCI_RE = re.compile(r'^(?P<event>.+)_x-(?P<x>\d+)_y-(?P<y>\d+)_vv\.png$')
 
+@chip_reader('etci2021')
 def etci2021_chips(path, # an ETCI 2021 folder (holding `train/<event>/tiles` or `<event>/tiles`)
                    label='flood', # 'flood' (ETCI's target) or 'water' (flood or permanent water)
                   ) -> pd.DataFrame:
@@ -153,16 +174,12 @@ def etci2021_chips(path, # an ETCI 2021 folder (holding `train/<event>/tiles` or
     return df
 
 # %% ../nbs/00_io.ipynb #42a5cbf9
-_READERS = {'sen1floods11': sen1floods11_chips, 'stac_overflow': stac_overflow_chips, 'etci2021': etci2021_chips}
-
 def detect_layout(path) -> str:
-    "Name of the layout of the dataset folder `path`."
+    "Name of the layout of the dataset folder `path` (the first of `LAYOUTS` whose `detect` patterns are found in it)."
     path = Path(path)
-    if any(path.glob('**/HandLabeled/S1Hand')): return 'sen1floods11'
-    if any(path.glob('**/flood-training-metadata.csv')): return 'stac_overflow'
-    if any(path.glob('*/tiles/vv')) or any(path.glob('*/*/tiles/vv')): return 'etci2021'
-    raise FloodsegInputError(f"{path}: no Sen1Floods11 (HandLabeled/S1Hand), STAC Overflow "
-                             f"(flood-training-metadata.csv) or ETCI 2021 (<event>/tiles/vv) layout found")
+    for l in LAYOUTS.values():
+        if any(any(path.glob(g)) for g in l.detect): return l.name
+    raise FloodsegInputError(f"{path}: no known dataset layout found; looked for " + '; '.join(f"{l.name}: {' or '.join(l.detect)}" for l in LAYOUTS.values()))
 
 def chip_table(path, # a dataset folder in one of `LAYOUTS`
                layout:str|None=None, # its layout; detected when None
@@ -171,8 +188,8 @@ def chip_table(path, # a dataset folder in one of `LAYOUTS`
     "Chip table (one row per chip, `CHIP_COLUMNS`) of the dataset under `path`."
     if not Path(path).is_dir(): raise FloodsegInputError(f"{path}: no such folder")
     layout = layout or detect_layout(path)
-    if layout not in _READERS: raise FloodsegInputError(f"{path}: unknown layout {layout!r}; known: {sorted(_READERS)}")
-    return _READERS[layout](path, **kwargs)
+    if layout not in LAYOUTS or LAYOUTS[layout].reader is None: raise FloodsegInputError(f"{path}: unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
+    return LAYOUTS[layout].reader(path, **kwargs)
 
 # %% ../nbs/00_io.ipynb #1c12105c
 @dataclass
@@ -184,6 +201,7 @@ class Raster:
     nodata:float|None # the file's nodata tag
     path:Path         # where it was read from
 
+# %% ../nbs/00_io.ipynb #1c12105c-1
 def read_raster(path, # file to read
                 bands:list|None=None, # 1-based band numbers; all when None
                 window:Window|None=None, # a `rasterio.windows.Window` to read, or None for the whole raster
@@ -217,6 +235,7 @@ class SARChip:
     @property
     def water_frac(self): return float((self.label == WATER).sum() / max((self.label != IGNORE).sum(), 1))
 
+# %% ../nbs/00_io.ipynb #0b54d35b-1
 def _same_grid(a:Raster, b:Raster, what, tol=1e-9):
     if a.data.shape[1:] != b.data.shape[1:]:
         raise FloodsegInputError(f"{b.path}: {what} shape {b.data.shape[1:]} does not match {a.path} {a.data.shape[1:]}")
@@ -225,6 +244,7 @@ def _same_grid(a:Raster, b:Raster, what, tol=1e-9):
     if not a.transform.almost_equals(b.transform, precision=tol):
         raise FloodsegInputError(f"{b.path}: {what} transform {tuple(b.transform)[:6]} does not match {a.path} {tuple(a.transform)[:6]}")
 
+# %% ../nbs/00_io.ipynb #0b54d35b-2
 def nodata_mask(x:np.ndarray, # values (any shape)
                 nodata,       # the nodata value (NaN allowed) or None
                ) -> np.ndarray:
@@ -233,6 +253,7 @@ def nodata_mask(x:np.ndarray, # values (any shape)
     if nodata is not None and not np.isnan(nodata): bad |= x == nodata
     return bad
 
+# %% ../nbs/00_io.ipynb #0b54d35b-3
 def read_sar(row # one row of a chip table
             ) -> tuple[np.ndarray, np.ndarray, Raster]:
     "VV/VH float32 image (NaN at nodata), validity mask, and the VV raster, from one chip-table row."
@@ -248,6 +269,7 @@ def read_sar(row # one row of a chip table
     img[:, bad] = np.nan
     return img, ~bad, vv
 
+# %% ../nbs/00_io.ipynb #0b54d35b-4
 def map_label(raw:np.ndarray, # label values as stored in the file
               layout:str,     # layout whose convention `raw` follows
               path:str|Path|None=None,      # file the values came from, for the error message
@@ -261,6 +283,7 @@ def map_label(raw:np.ndarray, # label values as stored in the file
     for k, v in lut.items(): out[raw == k] = v
     return out
 
+# %% ../nbs/00_io.ipynb #0b54d35b-5
 def read_label(row,         # one row of a chip table
                grid:Raster|None=None,   # the image's `Raster`, to check that the label is on the same grid
               ) -> np.ndarray|None:
@@ -273,6 +296,7 @@ def read_label(row,         # one row of a chip table
     if isinstance(wb, (str, Path)): lab[map_label(read_raster(wb, [1]).data[0], row.layout, wb) == WATER] = WATER
     return lab
 
+# %% ../nbs/00_io.ipynb #0b54d35b-6
 def read_chip(row,             # one row of a chip table
               with_label=True, # also read the label
              ) -> SARChip:
@@ -282,6 +306,31 @@ def read_chip(row,             # one row of a chip table
     if lab is not None: lab[~valid] = IGNORE
     geo = LAYOUTS[row.layout].georeferenced
     return SARChip(row.chip_id, img, valid, lab, vv.crs if geo else None, vv.transform if geo else None)
+
+# %% ../nbs/00_io.ipynb #86fcd7bd
+def etci_event_scene(chips:pd.DataFrame, # an ETCI chip table (`etci2021_chips`)
+                     event:str|None=None, # the event (default: the table's only one)
+                    ) -> SARChip:
+    "The ETCI tiles of one event put back on their grid (x = row, y = column) as one `SARChip`; missing tiles are nodata."
+    et = chips[chips.layout == 'etci2021']
+    events = sorted(et.event.unique())
+    if event is None:
+        if len(events) != 1: raise FloodsegInputError(f"name one event: the chip table holds {events}")
+        event = events[0]
+    g = et[et.event == event]
+    if not len(g): raise FloodsegInputError(f"event {event!r} is not in the chip table; its ETCI events are {events}")
+    th, tw = read_chip(g.iloc[0]).image.shape[1:]
+    x0, y0 = int(g.x.min()), int(g.y.min())
+    nx, ny = int(g.x.max()) - x0 + 1, int(g.y.max()) - y0 + 1
+    img = np.full((2, nx * th, ny * tw), np.nan, np.float32)
+    lab = np.full((nx * th, ny * tw), IGNORE, np.uint8)
+    for r in g.itertuples():
+        c = read_chip(r)
+        i, j = (r.x - x0) * th, (r.y - y0) * tw
+        img[:, i:i + th, j:j + tw] = c.image
+        if c.label is not None: lab[i:i + th, j:j + tw] = c.label
+    return SARChip(event, img, ~np.isnan(img).any(0), lab)
+
 
 # %% ../nbs/00_io.ipynb #dbf50ce2
 @contextmanager
@@ -304,6 +353,7 @@ def atomic_output(path,                # the file or folder to write
         if tmp.is_dir(): shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists(): tmp.unlink()
 
+# %% ../nbs/00_io.ipynb #dbf50ce2-1
 def atomic_write_text(path, # file to (re)write
                       text:str, # its new content
                      ) -> Path:
@@ -327,6 +377,7 @@ def _survey_one(row):
     elif c.label is not None and not known.any(): res['problem'] = f"{row.label}: label is all ignore (no valid labelled pixel)"
     return res
 
+# %% ../nbs/00_io.ipynb #93d28814-1
 def survey_chips(chips:pd.DataFrame, # a chip table
                  progress=True,      # show a progress bar
                 ) -> pd.DataFrame:

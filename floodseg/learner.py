@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/learner.html.md"""
 
 # %% ../nbs/04_learner.ipynb #fe9edf76
 from __future__ import annotations
-import contextlib, json, socket, warnings
+import contextlib, json, socket, time, warnings
 from pathlib import Path
 from importlib.resources import files
 import numpy as np
@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from fastai.vision.all import (Metric, Module, unet_learner, create_unet_model, resnet18, resnet34, resnet50,
                                Adam, Callback, store_attr, dispatch, TensorMask, set_seed, delegates, L, default_device, to_detach)
-from fastai.callback.wandb import WandbCallback
+from fastai.callback.tracker import SaveModelCallback, EarlyStoppingCallback
+from fastai.callback.core import CancelFitException
 from safetensors.torch import save_file, load_file
 from safetensors import SafetensorError
 import floodseg
@@ -27,8 +28,7 @@ from .data import *
 __all__ = ['ARCHS', 'DEFAULT_MODEL', 'LOSSES', 'WEIGHTS_FILE', 'CONFIG_FILE', 'SHIPPED', 'class_weights', 'SARLoss', 'WaterIoU',
            'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision',
            'inference_autocast', 'apply_precision', 'sar_loss', 'flood_learner', 'model_cost', 'model_path',
-           'write_model', 'save_model', 'load_model', 'update_model_config', 'CPUBudget', 'fit_flood', 'wandb_run',
-           'FloodWandbCallback']
+           'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config', 'CPUBudget', 'fit_flood']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -41,6 +41,7 @@ def class_weights(survey,          # `dls.survey` or a surveyed chip table with 
     w = p ** -power
     return (w / w.mean()).tolist()
 
+# %% ../nbs/04_learner.ipynb #c1d11b9a-1
 class SARLoss(Module):
     "Cross-entropy (optionally class-weighted) plus `dice` × soft Dice on water, both ignoring `IGNORE` pixels."
     def __init__(self, weight:list|None=None, # per-class weights [dry, water] for cross-entropy
@@ -78,6 +79,7 @@ class _PooledWater(Metric):
         t, valid = targ == WATER, targ != IGNORE
         self.tp += int((w & t & valid).sum()); self.fp += int((w & ~t & valid).sum()); self.fn += int((~w & t & valid).sum())
 
+# %% ../nbs/04_learner.ipynb #808e4966-1
 class WaterIoU(_PooledWater):
     "Water IoU over all valid pixels of the validation set (pooled intersection over pooled union)."
     @property
@@ -85,6 +87,7 @@ class WaterIoU(_PooledWater):
     @property
     def name(self): return 'water_iou'
 
+# %% ../nbs/04_learner.ipynb #808e4966-2
 class WaterDice(_PooledWater):
     "Water Dice (F1) over all valid pixels of the validation set."
     @property
@@ -118,6 +121,7 @@ def cpu_bf16_supported() -> bool:
     try: return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception: return False
 
+# %% ../nbs/04_learner.ipynb #76e26c9b-1
 class CPUBFloat16(Callback):
     "bfloat16 autocast and channels-last memory format for training and inference on the CPU."
     order = 10
@@ -131,6 +135,7 @@ class CPUBFloat16(Callback):
         self.learn.pred = self.pred.float()
     def after_fit(self): self.learn.model.to(memory_format=torch.contiguous_format)
 
+# %% ../nbs/04_learner.ipynb #76e26c9b-2
 def resolve_precision(precision:str,   # 'auto', 'fp32', 'fp16' or 'bf16'
                       device_type:str, # the torch device type: 'cpu', 'cuda', ...
                      ) -> str:
@@ -139,6 +144,7 @@ def resolve_precision(precision:str,   # 'auto', 'fp32', 'fp16' or 'bf16'
     if precision not in ('fp32', 'fp16', 'bf16'): raise ValueError(f"precision must be 'auto', 'fp32', 'fp16' or 'bf16', not {precision!r}")
     return precision
 
+# %% ../nbs/04_learner.ipynb #76e26c9b-3
 def inference_autocast(precision:str,   # a resolved precision: 'fp32', 'fp16' or 'bf16'
                        device_type:str, # the torch device type
                       ):
@@ -146,6 +152,7 @@ def inference_autocast(precision:str,   # a resolved precision: 'fp32', 'fp16' o
     if precision == 'fp32': return contextlib.nullcontext()
     return torch.autocast(device_type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
 
+# %% ../nbs/04_learner.ipynb #76e26c9b-4
 def apply_precision(learn,          # a `Learner`
                     precision:str, # 'auto', 'fp32', 'fp16' or 'bf16'
                    ) -> str:
@@ -159,14 +166,20 @@ def apply_precision(learn,          # a `Learner`
 
 # %% ../nbs/04_learner.ipynb #2c7c149a
 DEFAULT_MODEL = dict(arch='resnet18', cut=-4, last_cross=False, self_attention=False, blur=False)
-LOSSES = ('wce', 'ce', 'ce_dice')
+LOSSES = {   # name -> factory(class weights [dry, water]) -> loss
+    'wce':     lambda weights: SARLoss(weight=weights),           # class-weighted cross-entropy
+    'ce':      lambda weights: SARLoss(),                         # plain cross-entropy
+    'ce_dice': lambda weights: SARLoss(ce=0.5, dice=0.5),         # the DrivenData benchmark's 0.5 CE + 0.5 Dice
+}
 
-def sar_loss(loss:str='wce',           # 'wce' (class-weighted CE), 'ce', or 'ce_dice' (0.5 CE + 0.5 Dice)
-             weights:list|None=None,   # CE class weights [dry, water], used by 'wce'
+def sar_loss(loss:str='wce',           # a key of `LOSSES`
+             weights:list|None=None,   # CE class weights [dry, water], for losses that use them
             ) -> SARLoss:
-    "The `SARLoss` a loss name stands for (also how `floodseg.interpret` rebuilds a saved model's loss from its config)."
-    return SARLoss(weight=weights if loss == 'wce' else None, ce=0.5 if loss == 'ce_dice' else 1., dice=0.5 if loss == 'ce_dice' else 0.)
+    "The loss a name stands for (also how a saved model's loss is rebuilt from its config). A new loss is one more entry in `LOSSES`."
+    if loss not in LOSSES: raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
+    return LOSSES[loss](weights)
 
+# %% ../nbs/04_learner.ipynb #2c7c149a-1
 @delegates(unet_learner, but=['normalize', 'n_out', 'n_in', 'pretrained', 'loss_func', 'metrics'])
 def flood_learner(dls,                        # `DataLoaders` from `sar_dataloaders`
                   arch:str=DEFAULT_MODEL['arch'], # encoder: 'resnet18', 'resnet34' or 'resnet50'
@@ -175,13 +188,13 @@ def flood_learner(dls,                        # `DataLoaders` from `sar_dataload
                   last_cross:bool=DEFAULT_MODEL['last_cross'], # DynamicUnet's full-resolution cross connection
                   self_attention:bool=DEFAULT_MODEL['self_attention'], # self-attention in the decoder
                   blur:bool=DEFAULT_MODEL['blur'], # blur after pixel shuffle upsampling
-                  loss:str='wce',             # 'wce' (class-weighted CE), 'ce', or 'ce_dice' (0.5 CE + 0.5 Dice)
+                  loss:str='wce',             # a key of `LOSSES`: 'wce' (class-weighted CE), 'ce', or 'ce_dice' (0.5 CE + 0.5 Dice)
                   weights:list|None=None,               # CE class weights [dry, water]; computed from the training masks when None
                   precision:str='auto',       # 'auto', 'fp32', 'fp16' (GPU mixed precision) or 'bf16' (CPU autocast)
                   **kwargs):
     "A fastai `unet_learner` (DynamicUnet) with 2 input channels (VV, VH), 2 classes, nodata-aware loss and pooled water IoU/Dice."
     if arch not in ARCHS: raise ValueError(f"arch must be one of {sorted(ARCHS)}, not {arch!r}")
-    if loss not in LOSSES: raise ValueError(f"loss must be 'wce', 'ce' or 'ce_dice', not {loss!r}")
+    sar_loss(loss)   # an unknown name fails here, before anything is built
     if weights is None and loss == 'wce': weights = class_weights(dls.survey)
     loss_func = sar_loss(loss, weights)
     opts = dict(cut=cut, last_cross=last_cross, self_attention=self_attention, blur=blur)
@@ -232,6 +245,7 @@ def model_path(path, # a model folder, or 'default' for the model shipped with f
     if str(path) == SHIPPED: return Path(str(files('floodseg')/'models'/SHIPPED))
     return Path(path)
 
+# %% ../nbs/04_learner.ipynb #a3c52307-1
 def write_model(model:nn.Module, # the network
                 cfg:dict,        # its config (`learn.floodseg_config`, or one from `load_model`)
                 path,            # folder to write (must not exist unless `overwrite`)
@@ -244,6 +258,7 @@ def write_model(model:nn.Module, # the network
         (tmp/CONFIG_FILE).write_text(json.dumps(dict(cfg, floodseg_version=floodseg.__version__, **extra), indent=1, default=float))
     return Path(path)
 
+# %% ../nbs/04_learner.ipynb #a3c52307-2
 def save_model(learn,             # a `flood_learner`
                path,              # folder to write (must not exist unless `overwrite`)
                overwrite:bool=False, # replace an existing model folder
@@ -252,6 +267,15 @@ def save_model(learn,             # a `flood_learner`
     "Save `learn`'s weights (safetensors) and config (JSON) into the folder `path`, atomically."
     return write_model(learn.model, learn.floodseg_config, path, overwrite, **extra)
 
+# %% ../nbs/04_learner.ipynb #a3c52307-3
+def build_model(cfg:dict # a model config (`learn.floodseg_config`, or a saved `config.json`)
+               ) -> nn.Module:
+    "A new network with the architecture `cfg` describes, randomly initialised (load weights into it)."
+    if cfg.get('arch') not in ARCHS: raise FloodsegInputError(f"unknown architecture {cfg.get('arch')!r} in the model config; known: {sorted(ARCHS)}")
+    opts = {k: cfg.get(k, DEFAULT_MODEL.get(k)) for k in ('cut', 'last_cross', 'self_attention', 'blur')}
+    return create_unet_model(ARCHS[cfg['arch']], cfg['n_out'], tuple(cfg['img_size']), pretrained=False, n_in=cfg['n_in'], **opts)
+
+# %% ../nbs/04_learner.ipynb #a3c52307-4
 def load_model(path,              # folder written by `save_model`, or 'default' for the model shipped with floodseg
                device:str|None=None,       # torch device; the default device (GPU when present) when None
               ) -> tuple[nn.Module, dict]:
@@ -265,8 +289,7 @@ def load_model(path,              # folder written by `save_model`, or 'default'
     need = {'arch', 'n_in', 'n_out', 'img_size', 'stats', 'threshold'}
     if not isinstance(cfg, dict) or not need <= set(cfg):
         raise FloodsegInputError(f"{cf}: not a floodseg model config (needs {sorted(need)})")
-    opts = {k: cfg.get(k, DEFAULT_MODEL.get(k)) for k in ('cut', 'last_cross', 'self_attention', 'blur')}
-    model = create_unet_model(ARCHS[cfg['arch']], cfg['n_out'], tuple(cfg['img_size']), pretrained=False, n_in=cfg['n_in'], **opts)
+    model = build_model(cfg)
     try: sd = load_file(wf)
     except (SafetensorError, OSError) as e: raise FloodsegInputError(f"{wf}: not a readable safetensors file ({e})") from None
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}   # weights may be stored in half precision
@@ -296,10 +319,6 @@ def update_model_config(path,      # model folder (`save_model`)
     return cfg
 
 # %% ../nbs/04_learner.ipynb #527c9fc9
-from fastai.callback.tracker import SaveModelCallback, EarlyStoppingCallback
-from fastai.callback.core import CancelFitException
-import time
-
 class CPUBudget(Callback):
     "Drive one-cycle schedules by the share of `minutes` of process CPU time spent, and stop training when it is spent."
     order = 0   # after fastai's TrainEvalCallback (which counts pct_train by batches), before ParamScheduler (which reads it)
@@ -335,39 +354,3 @@ def fit_flood(learn,                # a `flood_learner`
         learn.unfreeze(); learn.fit_one_cycle(epochs, slice(lr / 10, lr), cbs=cbs)
     else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
     return lr
-
-# %% ../nbs/04_learner.ipynb #bc88a5ec
-def wandb_run(project:str='floodseg', # W&B project
-              **kwargs                # passed to `wandb.init` (name, config, dir, ...)
-             ):
-    "Start a W&B run: online if an API key is configured, else offline (files under `dir`, upload later with `wandb sync`)."
-    import os, wandb
-    kwargs.setdefault('mode', os.environ.get('WANDB_MODE') or ('online' if os.environ.get('WANDB_API_KEY') or (Path.home()/'.netrc').exists() else 'offline'))
-    return wandb.init(project=project, **kwargs)
-
-class FloodWandbCallback(WandbCallback):
-    "fastai's `WandbCallback` for floodseg learners: JSON config from `floodseg_config`, false-colour prediction images."
-    def __init__(self, log_preds:bool=True, n_preds:int=4, **kwargs): super().__init__(log_preds=log_preds, n_preds=n_preds, **kwargs)
-    def _config(self):
-        return dict(getattr(self.learn, 'floodseg_config', {}), n_epoch=self.n_epoch, bs=self.dls.bs,
-                    n_train=len(self.dls.train_ds), n_valid=len(self.dls.valid_ds), loss_func=type(self.learn.loss_func).__name__)
-    def before_fit(self):
-        import wandb
-        self.learn.gather_args = dict               # nothing for fastai to format (this learner only; fastai is untouched)
-        try: super().before_fit()
-        finally: del self.learn.gather_args
-        if self.run: wandb.config.update(self._config(), allow_val_change=True)
-
-# %% ../nbs/04_learner.ipynb #ceb6aa3a
-@dispatch
-def wandb_process(x:SARImage, y:TensorMask, samples, outs, preds):
-    "False-colour SAR with label and prediction as W&B segmentation masks (nodata shown as its own class)."
-    import wandb
-    classes = [{'id': DRY, 'name': 'dry'}, {'id': WATER, 'name': 'water'}, {'id': IGNORE, 'name': 'nodata'}]
-    table = wandb.Table(columns=['SAR (false colour)', 'label', 'prediction'])
-    for (img, lab), out in zip(samples, outs):
-        rgb = (SARImage(img).rgb() * 255).astype(np.uint8)
-        lab = np.asarray(lab, np.uint8); pred = np.asarray(out[0], np.uint8).copy(); pred[lab == IGNORE] = IGNORE
-        table.add_data(wandb.Image(rgb), *[wandb.Image(rgb, masks={k: {'mask_data': m, 'class_labels': {c['id']: c['name'] for c in classes}}})
-                                           for k, m in (('label', lab), ('prediction', pred))])
-    return {'predictions': table}

@@ -11,7 +11,7 @@ import pandas as pd
 from .io import *
 
 # %% auto #0
-__all__ = ['COUNTS', 'confusion', 'scores', 'event_table', 'compare_table', 'scene_iou']
+__all__ = ['COUNTS', 'confusion', 'safe_ratio', 'scores', 'event_table', 'compare_table', 'scene_iou']
 
 # %% ../nbs/06_metrics.ipynb #5d8a281d
 COUNTS = ['tp', 'fp', 'fn', 'tn']
@@ -27,14 +27,15 @@ def confusion(pred,                 # water probability (H, W), or a boolean wat
     t, valid = label == WATER, label != IGNORE
     return dict(tp=int((w & t).sum()), fp=int((w & ~t & valid).sum()), fn=int((~w & t).sum()), tn=int((~w & ~t & valid).sum()))
 
-def _ratio(a, b):
+def safe_ratio(a, b):
+    "`a / b` elementwise, NaN where `b` is 0."
     with np.errstate(divide='ignore', invalid='ignore'): return np.where(np.asarray(b) > 0, np.asarray(a, float) / np.asarray(b, float), np.nan)
 
 def scores(tp, fp, fn, tn) -> dict:
     "Water IoU, precision, recall, F1, true and predicted water share and valid-pixel count from counts (numbers or arrays); NaN where undefined."
     n = np.asarray(tp) + fp + fn + tn
-    res = dict(iou=_ratio(tp, tp + fp + fn), precision=_ratio(tp, tp + fp), recall=_ratio(tp, tp + fn), f1=_ratio(2 * tp, 2 * tp + fp + fn),
-               water_share=_ratio(tp + fn, n), pred_water_share=_ratio(tp + fp, n), n_valid=n)
+    res = dict(iou=safe_ratio(tp, tp + fp + fn), precision=safe_ratio(tp, tp + fp), recall=safe_ratio(tp, tp + fn), f1=safe_ratio(2 * tp, 2 * tp + fp + fn),
+               water_share=safe_ratio(tp + fn, n), pred_water_share=safe_ratio(tp + fp, n), n_valid=n)
     return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in res.items()}
 
 # %% ../nbs/06_metrics.ipynb #574badd7

@@ -6,7 +6,6 @@ Docs: https://floodseg.github.io/floodseg/predict.html.md"""
 
 # %% ../nbs/05_predict.ipynb #cd71080a
 from __future__ import annotations
-import copy
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -82,7 +81,8 @@ class Predictor:
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device.type)
         self.channels_last = self.precision == 'bf16' and self.device.type == 'cpu'
-        self.model = copy.deepcopy(model).to(self.device).eval()
+        self.model = build_model(cfg).to(self.device).eval()   # its own copy: the model handed over is never changed
+        self.model.load_state_dict(model.state_dict())
         if self.channels_last: self.model.to(memory_format=torch.channels_last)
         self.temperature, self.threshold = float(cfg.get('temperature') or 1.), float(cfg['threshold'])
 

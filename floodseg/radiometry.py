@@ -132,11 +132,13 @@ def chip_norms(survey:pd.DataFrame, # output of `survey_chips`: every chip of th
     out.attrs = dict(survey.attrs, norm=norm)
     return out
 
+# %% ../nbs/01_radiometry.ipynb #144b03a9-1
 def row_norm(row # a chip-table row with `NORM_COLUMNS`
             ) -> tuple:
     "`(mean, std)` of a row of `chip_norms`."
     return [row.norm_vv_mean, row.norm_vh_mean], [row.norm_vv_std, row.norm_vh_std]
 
+# %% ../nbs/01_radiometry.ipynb #144b03a9-2
 def with_norms(chips:pd.DataFrame, # a chip table (surveyed or not); returned as it is if it has `NORM_COLUMNS`
                stats:SARStats,     # stored per-layout statistics (a model's `cfg['stats']`)
                norm:str='auto',    # a key of `NORMS` (a model's `cfg['norm']`)

@@ -28,9 +28,10 @@ from .predict import *
 from .metrics import scene_iou
 
 # %% auto #0
-__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'GDAL_CACHE_MB', 'tile_offsets', 'axis_overlap', 'taper', 'blend_window',
-           'axis_weight_sum', 'prob_rows', 'predict_array', 'SARScene', 'scene_outputs', 'save_quicklook', 'map_scene',
-           'etci_event_scene', 'show_scene', 'find_scenes', 'map_chips']
+__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'GDAL_CACHE_MB', 'WRITERS', 'tile_offsets', 'axis_overlap', 'taper',
+           'blend_window', 'axis_weight_sum', 'check_tiling', 'TilePlan', 'tile_row', 'prob_rows', 'predict_array',
+           'SARScene', 'scene_outputs', 'save_quicklook', 'map_scene', 'MapWriter', 'map_writers', 'show_scene',
+           'find_scenes', 'map_chips']
 
 # %% ../nbs/11_scene.ipynb #fabb9967
 def tile_offsets(n:int,       # pixels along one axis of the scene
@@ -42,11 +43,13 @@ def tile_offsets(n:int,       # pixels along one axis of the scene
     k = -(-(n - overlap) // (tile - overlap))   # ceil: tiles needed
     return np.linspace(0, n - tile, k).round().astype(int).tolist()
 
+# %% ../nbs/11_scene.ipynb #fabb9967-1
 def axis_overlap(n:int, tile:int, overlap:int) -> int:
     "Overlap the tiles along an axis of `n` pixels actually share: at least `overlap`, at most tile/2."
     offs = tile_offsets(n, tile, overlap)
     return overlap if len(offs) < 2 else int(min(tile // 2, tile - max(np.diff(offs))))
 
+# %% ../nbs/11_scene.ipynb #fabb9967-2
 def taper(tile:int, overlap:int) -> np.ndarray:
     "1-D tile weights: 1 inside, a Hann (sin²) ramp over `overlap` pixels at each end, sampled at pixel centres (never 0)."
     w = np.ones(tile, np.float64)
@@ -55,6 +58,7 @@ def taper(tile:int, overlap:int) -> np.ndarray:
         w[:overlap], w[tile - overlap:] = ramp, ramp[::-1]
     return w
 
+# %% ../nbs/11_scene.ipynb #fabb9967-3
 def blend_window(tile:int,     # tile size
                  overlap_y:int, # overlap of the ramps along rows (see `axis_overlap`)
                  overlap_x:int|None=None, # along columns (default: `overlap_y`)
@@ -62,13 +66,15 @@ def blend_window(tile:int,     # tile size
     "(tile, tile) float32 blending weights, the outer product of two `taper`s (the 2-D Hann window for overlaps of tile/2)."
     return np.outer(taper(tile, overlap_y), taper(tile, overlap_y if overlap_x is None else overlap_x)).astype(np.float32)
 
+# %% ../nbs/11_scene.ipynb #fabb9967-4
 def axis_weight_sum(n:int, tile:int, overlap:int) -> np.ndarray:
     "Sum of the tiles' `taper` weights (ramps of `axis_overlap`) at each of the `n` pixels of one axis."
     s, t = np.zeros(max(n, tile)), taper(tile, axis_overlap(n, tile, overlap))
     for o in tile_offsets(n, tile, overlap): s[o:o + tile] += t
     return s[:n]
 
-def _check_tiling(tile, overlap):
+# %% ../nbs/11_scene.ipynb #fabb9967-5
+def check_tiling(tile, overlap):
     if tile <= 0 or tile % 32: raise ValueError(f"tile must be a positive multiple of 32 (the U-Net's downsampling), not {tile}")
     if not 0 <= overlap <= tile // 2: raise ValueError(f"overlap must be between 0 and tile/2 = {tile // 2}, not {overlap}")
 
@@ -83,6 +89,56 @@ def _timer(timings, key):
 
 
 # %% ../nbs/11_scene.ipynb #da30542b
+class TilePlan:
+    "Where a scene's tiles lie and how they blend: tile rows and columns, the tile's blending window, the sum of the windows at every pixel."
+    def __init__(self, shape:tuple, # (height, width) of the scene
+                 tile:int=512,      # tile size (a multiple of 32)
+                 overlap:int=128,   # pixels shared by neighbouring tiles (at most tile/2)
+                ):
+        check_tiling(tile, overlap)
+        (self.h, self.w), self.tile, self.overlap = shape, tile, overlap
+        self.rows, self.cols = tile_offsets(self.h, tile, overlap), tile_offsets(self.w, tile, overlap)
+        self.window = blend_window(tile, axis_overlap(self.h, tile, overlap), axis_overlap(self.w, tile, overlap))
+        self.wy, self.wx = (axis_weight_sum(n, tile, overlap).astype(np.float32) for n in (self.h, self.w))
+
+    @property
+    def n_tiles(self): return len(self.rows) * len(self.cols)
+    def span(self, k:int) -> tuple:
+        "(first row, end row, rows finished) of tile row `k`: it covers rows `r0:r1`; after it, rows `r0:r0 + n` receive nothing more."
+        r0 = self.rows[k]; r1 = min(r0 + self.tile, self.h)
+        return r0, r1, (self.rows[k + 1] if k + 1 < len(self.rows) else r1) - r0
+    def __repr__(self): return f"TilePlan({self.h}x{self.w}, tile {self.tile}, overlap {self.overlap}: {len(self.rows)} x {len(self.cols)} tiles)"
+
+# %% ../nbs/11_scene.ipynb #da30542b-1
+def tile_row(read,               # read(row0, row1, col0, col1) -> float32 (2, h, w) VV, VH, NaN at nodata
+             plan:TilePlan,      # the scene's tiles
+             k:int,              # which row of tiles
+             predictor:Predictor, # the model
+             norm:dict,          # the statistics that standardise the scene (`Predictor.norm`)
+             timings:dict|None=None, # accumulates seconds spent in 'read', 'prepare', 'forward' and 'blend'
+             step=None,          # called with the number of tiles done after each batch (progress)
+            ) -> tuple:
+    "The probabilities of tile row `k` times the window, summed (float32 (tile, width)), and where its input has data (bool)."
+    t, (r0, r1, _) = plan.tile, plan.span(k)
+    acc, valid = np.zeros((t, max(plan.w, t)), np.float32), np.zeros((t, max(plan.w, t)), bool)
+    for i in range(0, len(plan.cols), predictor.bs):
+        cs = plan.cols[i:i + predictor.bs]
+        c0, c1 = cs[0], min(cs[-1] + t, plan.w)
+        with _timer(timings, 'read'): img = read(r0, r1, c0, c1)
+        with _timer(timings, 'prepare'):
+            ok = ~np.isnan(img).any(0)
+            valid[:r1 - r0, c0:c1] |= ok
+            z = np.zeros((2, t, max(c1 - c0, t)), np.float32)
+            z[:, :r1 - r0, :c1 - c0] = predictor.standardise(img, norm)
+            has = [c for c in cs if ok[:, c - c0:c - c0 + t].any()]
+        if has:
+            with _timer(timings, 'forward'): p = predictor(np.stack([z[:, :, c - c0:c - c0 + t] for c in has]))
+            with _timer(timings, 'blend'):
+                for c, pc in zip(has, p): acc[:, c:c + t] += pc * plan.window
+        if step is not None: step(len(cs))
+    return acc, valid
+
+# %% ../nbs/11_scene.ipynb #da30542b-2
 def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, h, w) VV, VH, NaN at nodata
               shape:tuple,        # (height, width) of the scene
               predictor:Predictor, # the model
@@ -93,43 +149,27 @@ def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, 
               timings:dict|None=None, # accumulates seconds spent in 'read', 'prepare', 'forward' and 'blend'
              ):
     "Yield `(row0, prob)` for finished rows, top to bottom: blended water probability, float32 (rows, width), NaN at nodata."
-    _check_tiling(tile, overlap)
-    h, w = shape
-    rows, cols = tile_offsets(h, tile, overlap), tile_offsets(w, tile, overlap)
-    win = blend_window(tile, axis_overlap(h, tile, overlap), axis_overlap(w, tile, overlap))
-    wy, wx = axis_weight_sum(h, tile, overlap).astype(np.float32), axis_weight_sum(w, tile, overlap).astype(np.float32)
-    acc, valid = np.zeros((tile, max(w, tile)), np.float32), np.zeros((tile, max(w, tile)), bool)
-    pb = progress_bar(range(len(rows) * len(cols)), leave=False) if progress else None
+    plan = TilePlan(shape, tile, overlap)
+    acc, valid = np.zeros((tile, max(plan.w, tile)), np.float32), np.zeros((tile, max(plan.w, tile)), bool)
+    pb, done = (progress_bar(range(plan.n_tiles), leave=False) if progress else None), 0
+    def step(n):
+        nonlocal done
+        done += n
+        if pb is not None: pb.update(done)
     if pb is not None: pb.update(0)
-    done = 0
-    for k, r in enumerate(rows):
-        r1 = min(r + tile, h)
-        for i in range(0, len(cols), predictor.bs):
-            cs = cols[i:i + predictor.bs]
-            c0, c1 = cs[0], min(cs[-1] + tile, w)
-            with _timer(timings, 'read'): img = read(r, r1, c0, c1)
-            with _timer(timings, 'prepare'):
-                ok = ~np.isnan(img).any(0)
-                valid[:r1 - r, c0:c1] |= ok
-                z = np.zeros((2, tile, max(c1 - c0, tile)), np.float32)
-                z[:, :r1 - r, :c1 - c0] = predictor.standardise(img, norm)
-                has = [c for c in cs if ok[:, c - c0:c - c0 + tile].any()]
-                xb = np.stack([z[:, :, c - c0:c - c0 + tile] for c in has]) if has else None
-            if has:
-                with _timer(timings, 'forward'): p = predictor(xb)
-                with _timer(timings, 'blend'):
-                    for c, pc in zip(has, p): acc[:, c:c + tile] += pc * win
-            done += len(cs)
-            if pb is not None: pb.update(done)
-        n = (rows[k + 1] if k + 1 < len(rows) else r1) - r
+    for k in range(len(plan.rows)):
+        s, v = tile_row(read, plan, k, predictor, norm, timings, step)
+        r, _, n = plan.span(k)
         with _timer(timings, 'blend'):
-            out = acc[:n, :w] / wy[r:r + n, None]
-            out /= wx
-            out[~valid[:n, :w]] = np.nan
+            acc += s; valid |= v
+            out = acc[:n, :plan.w] / plan.wy[r:r + n, None]
+            out /= plan.wx
+            out[~valid[:n, :plan.w]] = np.nan
             acc[:tile - n], acc[tile - n:] = acc[n:], 0
             valid[:tile - n], valid[tile - n:] = valid[n:], False
         yield r, out
 
+# %% ../nbs/11_scene.ipynb #da30542b-3
 def predict_array(predictor:Predictor, # the model
                   image:np.ndarray,  # (2, H, W) VV/VH in `layout` units, NaN at nodata
                   layout:str,        # the layout `image` comes from
@@ -158,6 +198,7 @@ def _open(path):
     except RasterioIOError as e:
         raise FloodsegInputError(f"{path}: not a readable raster ({str(e).replace(repr(str(path)), '').replace(str(path), '').strip(' :')})") from None
 
+# %% ../nbs/11_scene.ipynb #d7ef1f39-1
 class SARScene:
     "A georeferenced Sentinel-1 scene read by windows: one 2-band (VV, VH) GeoTIFF, or a VV and a VH 1-band GeoTIFF on one grid."
     def __init__(self, path,   # 2-band GeoTIFF, or the VV file of a pair
@@ -224,15 +265,14 @@ GDAL_CACHE_MB = 64
 
 def scene_outputs(out,          # output folder
                   name:str,     # scene name
-                  fmt:str='cog', # 'cog' (probability and mask COGs) or 'stac_overflow' (the submission format)
-                  quicklook:bool=True, # also a PNG quicklook (fmt='cog' only)
+                  fmt:str|list='cog', # output format(s), names in `WRITERS`: 'cog' (probability and mask COGs), 'geojson', 'stac_overflow', 'quicklook'
+                  quicklook:bool=True, # also the PNG quicklook whenever 'cog' is asked for
                  ) -> dict:
-    "Paths of the files `map_scene` writes for the scene `name`."
+    "Paths of the files `map_scene` writes for the scene `name`, by output key."
     out = Path(out)
-    if fmt == 'stac_overflow': return dict(submission=out/f'{name}.tif')
-    if fmt != 'cog': raise ValueError(f"fmt must be 'cog' or 'stac_overflow', not {fmt!r}")
-    return dict(prob=out/f'{name}_water_prob.tif', mask=out/f'{name}_water_mask.tif', **({'quicklook': out/f'{name}_quicklook.png'} if quicklook else {}))
+    return {k: out/f.format(name=name) for w in map_writers(fmt, quicklook).values() for k, f in w.files.items()}
 
+# %% ../nbs/11_scene.ipynb #8c3d5743-1
 def save_quicklook(rgb:np.ndarray, # (H, W, 3) image to save
                    title:str,      # what it shows, on which scene
                    path,           # PNG file to write
@@ -246,6 +286,7 @@ def save_quicklook(rgb:np.ndarray, # (H, W, 3) image to save
     fig.tight_layout(); fig.savefig(path, dpi=dpi); plt.close(fig)
     return Path(path)
 
+# %% ../nbs/11_scene.ipynb #8c3d5743-2
 def _quicklook(scene, mask_path, path, max_size=1024):
     h, w = scene.shape
     f = max(h, w) / max_size
@@ -255,26 +296,27 @@ def _quicklook(scene, mask_path, path, max_size=1024):
     title = (f"{scene.name}: water mask over SAR false colour (R=VV, G=VH, B=VV/VH)" + (f"\nshown at 1/{f:.1f} of {h}×{w} pixels" if f > 1 else ''))
     return save_quicklook(overlay(false_colour(*img), mask), title, path)
 
-def _write_rows(scene, predictor, norm, tmp, fmt, tile, overlap, progress, timings):
+# %% ../nbs/11_scene.ipynb #8c3d5743-3
+def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings):
+    "Write the blended probability and its mask row by row into plain GeoTIFFs in `tmp`: the raw maps every writer starts from."
     h, w = scene.shape
     prof = dict(driver='GTiff', width=w, height=h, count=1, crs=scene.crs, transform=scene.transform, bigtiff='IF_SAFER')
-    if fmt == 'cog': dsts = [rasterio.open(tmp/'prob.tif', 'w', dtype='float32', nodata=PROB_NODATA, **prof),
-                             rasterio.open(tmp/'mask.tif', 'w', dtype='uint8', nodata=MASK_NODATA, **prof)]
-    else: dsts = [rasterio.open(tmp/'submission.tif', 'w', dtype='uint8', compress='DEFLATE', **prof)]
+    raw = dict(prob=tmp/'prob.tif', mask=tmp/'mask.tif')
+    dsts = [rasterio.open(raw['prob'], 'w', dtype='float32', nodata=PROB_NODATA, **prof),
+            rasterio.open(raw['mask'], 'w', dtype='uint8', nodata=MASK_NODATA, **prof)]
     n_valid = n_water = 0
     try:
         for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings):
             with _timer(timings, 'write'):
                 win, m = Window(0, r, w, len(p)), (p > predictor.threshold).astype(np.uint8)
                 n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum())
-                if fmt == 'cog':
-                    m[np.isnan(p)] = MASK_NODATA
-                    dsts[0].write(p, 1, window=win); dsts[1].write(m, 1, window=win)
-                else: dsts[0].write(m, 1, window=win)
+                m[np.isnan(p)] = MASK_NODATA
+                dsts[0].write(p, 1, window=win); dsts[1].write(m, 1, window=win)
     finally:
         for d in dsts: d.close()
-    return n_valid, n_water
+    return raw, n_valid, n_water
 
+# %% ../nbs/11_scene.ipynb #8c3d5743-4
 def map_scene(predictor:Predictor, # the model
               scene,                   # a `SARScene`, or the path of a 2-band GeoTIFF
               out,                     # output folder
@@ -282,18 +324,19 @@ def map_scene(predictor:Predictor, # the model
               layout:str|None=None,    # force this layout's stored statistics (default: the model's rule, `Predictor.norm`)
               tile:int=512,            # tile size
               overlap:int=128,         # tile overlap
-              fmt:str='cog',           # 'cog' or 'stac_overflow'
-              quicklook:bool=True,     # write the PNG quicklook (fmt='cog')
+              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook')
+              quicklook:bool=True,     # also the PNG quicklook whenever 'cog' is asked for
               overwrite:bool=False,    # replace existing outputs
               progress:bool=True,      # progress bar over tiles
-              timings:dict|None=None,  # accumulates seconds per step ('read', 'prepare', 'forward', 'blend', 'write', 'cog', 'quicklook')
+              timings:dict|None=None,  # accumulates seconds per step ('read', 'prepare', 'forward', 'blend', 'write', then one per format)
+              options:dict|None=None,  # options of each format's writer, e.g. {'geojson': {'min_area': 500}}
              ) -> dict:
-    "Map water in a GeoTIFF scene window by window and write the outputs of `fmt` into `out` atomically; returns their paths."
+    "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths."
     own = not isinstance(scene, SARScene)
     scene = SARScene(scene) if own else scene
     try:
         name = name or scene.name
-        targets = scene_outputs(out, name, fmt, quicklook)
+        writers, targets = map_writers(fmt, quicklook), scene_outputs(out, name, fmt, quicklook)
         there = [str(p) for p in targets.values() if p.exists()]
         if there and not overwrite: raise FileExistsError(f"{', '.join(there)}: exists already; pass overwrite=True to replace")
         norm = predictor.norm(scene.kind, scene.stats(), layout, scene.paths[0])
@@ -302,46 +345,77 @@ def map_scene(predictor:Predictor, # the model
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):   # in bytes: a small number would be read as bytes too
-                n_valid, n_water = _write_rows(scene, predictor, norm, tmp, fmt, tile, overlap, progress, timings)
+                raw, n_valid, n_water = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings)
                 if not n_valid: warnings.warn(f"{scene.paths[0]}: every input pixel is nodata, so the outputs are all nodata")
-                if fmt == 'cog':
-                    with _timer(timings, 'cog'):
-                        rasterio.shutil.copy(tmp/'prob.tif', tmp/'prob.cog.tif', predictor='YES', overview_resampling='average', **COG_OPTIONS)
-                        rasterio.shutil.copy(tmp/'mask.tif', tmp/'mask.cog.tif', overview_resampling='mode', **COG_OPTIONS)
-                    done = dict(prob=tmp/'prob.cog.tif', mask=tmp/'mask.cog.tif')
-                    if quicklook:
-                        with _timer(timings, 'quicklook'): done['quicklook'] = _quicklook(scene, done['mask'], tmp/'quicklook.png')
-                else: done = dict(submission=tmp/'submission.tif')
+                done = {}
+                for f, wr in writers.items():
+                    with _timer(timings, f): done.update(wr.write(raw, tmp, scene, **(options or {}).get(f, {})))
             for k, p in done.items(): os.replace(p, targets[k])
         finally: shutil.rmtree(tmp, ignore_errors=True)
         return dict(name=name, layout=norm['layout'], norm=norm, shape=scene.shape, **targets, valid_pixels=n_valid, water_pixels=n_water, timings=timings)
     finally:
         if own: scene.close()
 
-# %% ../nbs/11_scene.ipynb #7e371487
-def etci_event_scene(chips:pd.DataFrame, # an ETCI chip table (`etci2021_chips`)
-                     event:str|None=None, # the event (default: the table's only one)
-                    ) -> SARChip:
-    "The ETCI tiles of one event put back on their grid (x = row, y = column) as one `SARChip`; missing tiles are nodata."
-    et = chips[chips.layout == 'etci2021']
-    events = sorted(et.event.unique())
-    if event is None:
-        if len(events) != 1: raise FloodsegInputError(f"name one event: the chip table holds {events}")
-        event = events[0]
-    g = et[et.event == event]
-    if not len(g): raise FloodsegInputError(f"event {event!r} is not in the chip table; its ETCI events are {events}")
-    th, tw = read_chip(g.iloc[0]).image.shape[1:]
-    x0, y0 = int(g.x.min()), int(g.y.min())
-    nx, ny = int(g.x.max()) - x0 + 1, int(g.y.max()) - y0 + 1
-    img = np.full((2, nx * th, ny * tw), np.nan, np.float32)
-    lab = np.full((nx * th, ny * tw), IGNORE, np.uint8)
-    for r in g.itertuples():
-        c = read_chip(r)
-        i, j = (r.x - x0) * th, (r.y - y0) * tw
-        img[:, i:i + th, j:j + tw] = c.image
-        if c.label is not None: lab[i:i + th, j:j + tw] = c.label
-    return SARChip(event, img, ~np.isnan(img).any(0), lab)
+# %% ../nbs/11_scene.ipynb #writers-02
+import importlib
+from dataclasses import dataclass
+from typing import Callable
 
+@dataclass(frozen=True)
+class MapWriter:
+    "One output format of `map_scene`: the files it writes and the function that writes them from the scene's raw maps."
+    files:dict            # output key -> file name, '{name}' standing for the scene's name
+    write:Callable|str    # write(raw, tmp, scene, **options) -> {key: file written in tmp}; or 'module:function', imported on first use
+
+# %% ../nbs/11_scene.ipynb #writers--1
+def _write_cog(raw, tmp, scene):
+    "Probability and mask COGs: tiled, DEFLATE, internal overviews (average for the probability, mode for the mask)."
+    rasterio.shutil.copy(raw['prob'], tmp/'prob.cog.tif', predictor='YES', overview_resampling='average', **COG_OPTIONS)
+    rasterio.shutil.copy(raw['mask'], tmp/'mask.cog.tif', overview_resampling='mode', **COG_OPTIONS)
+    return dict(prob=tmp/'prob.cog.tif', mask=tmp/'mask.cog.tif')
+
+# %% ../nbs/11_scene.ipynb #writers--2
+def _write_quicklook(raw, tmp, scene): return dict(quicklook=_quicklook(scene, raw['mask'], tmp/'quicklook.png'))
+
+# %% ../nbs/11_scene.ipynb #writers--3
+def _write_submission(raw, tmp, scene, rows=512):
+    "STAC Overflow submission: uint8, 1 = water, 0 = not water or nodata, copied from the raw mask `rows` rows at a time."
+    with rasterio.open(raw['mask']) as src:
+        prof = dict(driver='GTiff', width=src.width, height=src.height, count=1, dtype='uint8', crs=src.crs, transform=src.transform,
+                    compress='DEFLATE', bigtiff='IF_SAFER')
+        with rasterio.open(tmp/'submission.tif', 'w', **prof) as dst:
+            for r in range(0, src.height, rows):
+                win = Window(0, r, src.width, min(rows, src.height - r))
+                m = src.read(1, window=win)
+                m[m == MASK_NODATA] = DRY
+                dst.write(m, 1, window=win)
+    return dict(submission=tmp/'submission.tif')
+
+# %% ../nbs/11_scene.ipynb #writers--4
+WRITERS = {'cog': MapWriter(dict(prob='{name}_water_prob.tif', mask='{name}_water_mask.tif'), _write_cog),
+           'quicklook': MapWriter(dict(quicklook='{name}_quicklook.png'), _write_quicklook),
+           'stac_overflow': MapWriter(dict(submission='{name}.tif'), _write_submission),
+           'geojson': MapWriter(dict(outline='{name}_outline.geojson'), 'floodseg.vector:geojson_writer')}
+
+def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
+                quicklook:bool=True,  # add 'quicklook' when 'cog' is asked for
+               ) -> dict:
+    "The `MapWriter` of each format in `fmt`, by name, in order and without repeats, their functions imported."
+    fmts = [fmt] if isinstance(fmt, str) else list(fmt)
+    if not fmts: raise ValueError(f"no output format given; formats: {', '.join(WRITERS)}")
+    bad = [f for f in fmts if f not in WRITERS]
+    if bad: raise ValueError(f"unknown output format {bad[0]!r}; formats: {', '.join(WRITERS)}")
+    if quicklook and 'cog' in fmts: fmts.append('quicklook')
+    res = {}
+    for f in dict.fromkeys(fmts):
+        w = WRITERS[f]
+        if isinstance(w.write, str):
+            mod, fn = w.write.split(':')
+            w = MapWriter(w.files, getattr(importlib.import_module(mod), fn))
+        res[f] = w
+    return res
+
+# %% ../nbs/11_scene.ipynb #7e371487
 def show_scene(chip:SARChip,     # the scene with its label
                prob:np.ndarray,  # its water probability (NaN at nodata)
                threshold:float=0.5, # water where prob > threshold
@@ -375,6 +449,7 @@ def _sibling(f, pol):
     want = (_BAND_RE.match(f.name)['name'] + '_' + pol).lower()
     return next((g for g in sorted(f.parent.iterdir()) if g.stem.lower() == want and g.suffix.lower() in ('.tif', '.tiff')), None)
 
+# %% ../nbs/11_scene.ipynb #07ff8e4c-1
 def find_scenes(*paths) -> pd.DataFrame:
     "Scenes in files and folders of GeoTIFFs: `name`, `path`, `vh` (pairs `<name>_vv.tif` + `<name>_vh.tif`), `kind`, `problem`."
     files = []
@@ -399,11 +474,13 @@ def find_scenes(*paths) -> pd.DataFrame:
     df.loc[dup, 'problem'] = [f"{p}: another scene has the name {n!r}; their outputs would overwrite each other" for p, n in zip(df.path[dup], df.name[dup])]
     return df
 
+# %% ../nbs/11_scene.ipynb #07ff8e4c-2
 def map_chips(predictor:Predictor, # the model
               *paths,                  # scene files and/or folders of them
               out='floodseg_maps',     # output folder (created if needed)
-              fmt:str='cog',           # 'cog' or 'stac_overflow'
-              quicklook:bool=True,     # PNG quicklooks (fmt='cog')
+              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook')
+              quicklook:bool=True,     # PNG quicklooks (with 'cog')
+              options:dict|None=None,  # options of each format's writer, e.g. {'geojson': {'min_area': 500}}
               overwrite:bool=False,    # replace existing outputs
               layout:str|None=None,    # force this layout's statistics
               tile:int=512,            # tile size
@@ -429,7 +506,7 @@ def map_chips(predictor:Predictor, # the model
             try:
                 with SARScene(r.path, r.vh, name=r.name) as sc:
                     done = map_scene(predictor, sc, out, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
-                                     quicklook=quicklook, overwrite=overwrite, progress=progress)
+                                     quicklook=quicklook, overwrite=overwrite, progress=progress, options=options)
             except FloodsegInputError as e: err = str(e)
         share = done.get('water_pixels', 0) / max(done.get('valid_pixels', 0), 1)
         if log: log(f"{r.name}: " + (f"FAILED: {err}" if err else f"{time.time() - t0:.1f} s, water {share:.1%} of {done['valid_pixels']} valid pixels -> "

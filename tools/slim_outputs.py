@@ -1,23 +1,26 @@
 #!/usr/bin/env python
 """Shrink the PNG figures saved in the notebooks' outputs (the notebooks are the docs, and they live in git).
 
-Each embedded PNG wider than --max-width pixels is scaled down to it, and every PNG is re-encoded (with an exact
+Each embedded figure wider than --max-width pixels (or taller than 1400) is scaled down to fit, and every PNG is re-encoded (with an exact
 palette when it has at most 256 colours), and kept only when that makes it smaller; a figure
-still larger than --max-kb (noise-like SAR texture does not compress losslessly) becomes a JPEG of quality 85.
+still larger than --max-kb (noise-like SAR texture does not compress losslessly) becomes a JPEG (quality 82, or 70 if still too large). JPEG outputs already in a notebook are scaled down the same way.
 
     python tools/slim_outputs.py            # all notebooks under nbs/
-    python tools/slim_outputs.py --check    # exit 1 if any figure is larger than --max-kb
+    python tools/slim_outputs.py --check    # exit 1 if any figure is larger than 1.5 × --max-kb
 """
 import argparse, base64, io, json, sys
 from pathlib import Path
 from PIL import Image
 
+MAX_HEIGHT = 1400   # pixels: a tall figure (many rows of tiles) is scaled down to this height
+
 def slim(b64, max_width, max_kb):
-    "(mime type, base64) of the smaller encoding: PNG, or JPEG (quality 85) for a figure still over `max_kb` as PNG (SAR texture)." 
+    "(mime type or None if unchanged, base64) of the smaller encoding: PNG, or JPEG for a figure still over `max_kb` as PNG (SAR texture)." 
     raw = base64.b64decode(b64)
     im = Image.open(io.BytesIO(raw))
     im.load()
-    if im.width > max_width: im = im.resize((max_width, round(im.height * max_width / im.width)), Image.LANCZOS)
+    f = max(im.width / max_width, im.height / MAX_HEIGHT)
+    if f > 1: im = im.resize((round(im.width / f), round(im.height / f)), Image.LANCZOS)
     im = im.convert('RGB')
     colours = im.getcolors(256)          # None when the figure has more than 256 colours
     out = io.BytesIO()
@@ -25,13 +28,15 @@ def slim(b64, max_width, max_kb):
     else: im.save(out, 'PNG', optimize=True)
     new, mime = out.getvalue(), 'image/png'
     if len(new) > max_kb * 1024:
-        out = io.BytesIO(); im.save(out, 'JPEG', quality=85, optimize=True); new, mime = out.getvalue(), 'image/jpeg'
-    return (mime, base64.b64encode(new).decode()) if len(new) < len(raw) else ('image/png', b64)
+        for q in (82, 70):   # a tall figure of SAR texture may need the lower quality
+            out = io.BytesIO(); im.save(out, 'JPEG', quality=q, optimize=True); new, mime = out.getvalue(), 'image/jpeg'
+            if len(new) <= max_kb * 1024: break
+    return (mime, base64.b64encode(new).decode()) if len(new) < len(raw) else (None, b64)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--max-width', type=int, default=1100)
-    p.add_argument('--max-kb', type=int, default=800)
+    p.add_argument('--max-width', type=int, default=800)
+    p.add_argument('--max-kb', type=int, default=150)
     p.add_argument('--check', action='store_true')
     a = p.parse_args()
     root = Path(__file__).resolve().parent.parent/'nbs'
@@ -41,15 +46,16 @@ def main():
         for c in d['cells']:
             for o in c.get('outputs', []):
                 data = o.get('data', {})
-                if 'image/png' not in data: continue
-                b64 = data['image/png'] if isinstance(data['image/png'], str) else ''.join(data['image/png'])
+                mime0 = 'image/png' if 'image/png' in data else 'image/jpeg' if 'image/jpeg' in data else None
+                if mime0 is None: continue
+                b64 = data[mime0] if isinstance(data[mime0], str) else ''.join(data[mime0])
                 kb = len(b64) * 3 / 4 / 1024
                 if a.check:
-                    if kb > a.max_kb: big.append(f"{nb.relative_to(root)} cell {c.get('id')}: {kb:.0f} KB")
+                    if kb > 1.5 * a.max_kb: big.append(f"{nb.relative_to(root)} cell {c.get('id')}: {kb:.0f} KB")
                     continue
                 mime, new = slim(b64, a.max_width, a.max_kb)
                 if new != b64:
-                    del data['image/png']; data[mime] = new; changed = True
+                    del data[mime0]; data[mime] = new; changed = True
         if changed:
             nb.write_text(json.dumps(d, indent=1, ensure_ascii=False) + '\n')
         total0 += len(text); total1 += nb.stat().st_size
