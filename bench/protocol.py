@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 from fastcore.script import call_parse
-from fastai.vision.all import set_seed, Transform, store_attr
+from fastai.vision.all import set_seed, Transform, Callback, store_attr
 import floodseg
 from floodseg.io import *
 from floodseg.radiometry import *
@@ -60,8 +60,21 @@ class RadiometricJitter(Transform):
         shift = (torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.shift
         return x + on * (x * (gain - 1) + shift)
 
+class WeightEMA(Callback):
+    "EXPERIMENT: exponential moving average of the weights and BatchNorm buffers; the fit ends with the average."
+    order = 70
+    def __init__(self, decay=0.98): store_attr()
+    def before_fit(self): self.avg, self.n = {k: v.detach().clone() for k, v in self.model.state_dict().items()}, 0
+    def after_step(self):
+        self.n += 1; d = min(self.decay, (1 + self.n) / (10 + self.n))
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if v.dtype.is_floating_point: self.avg[k].lerp_(v.detach(), 1 - d)
+                else: self.avg[k].copy_(v)
+    def after_fit(self): self.model.load_state_dict(self.avg)
+
 # A recipe is flood_learner/sar_dataloaders options plus the protocol's own: jitter (RadiometricJitter strength).
-BASE = dict(arch='resnet18', cut=-4, last_cross=False, loss='wce', norm='auto', size=256, bs=8, lr=1e-3, jitter=0., max_rotate=10.)
+BASE = dict(arch='resnet18', cut=-4, last_cross=False, loss='wce', norm='auto', size=256, bs=8, lr=1e-3, jitter=0., max_rotate=10., ema=0.)
 RECIPES = {
     'old_default': dict(BASE, norm='layout'),        # the default before this protocol: training statistics per layout
     'auto':        dict(BASE),                       # 8-bit events standardised with their own statistics, dB with the training ones
@@ -73,6 +86,8 @@ RECIPES = {
     'auto_jitter': dict(BASE, jitter=1.),
     'auto_c3_jitter': dict(BASE, cut=-3, jitter=1.),
     'auto_lr3':    dict(BASE, lr=3e-3),
+    'auto_ema':    dict(BASE, ema=0.98),
+    'auto_ce_ema': dict(BASE, loss='ce', ema=0.98),
 }
 
 def fold_chips(fold):
@@ -179,7 +194,8 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
         learn = flood_learner(dls, arch=rc['arch'], pretrained=False, cut=rc['cut'], last_cross=rc['last_cross'], loss=rc['loss'],
                               path=OUT/'models')
     budget_cb = CPUBudget(budget)
-    with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(100_000, rc['lr'], cbs=[budget_cb])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(100_000, rc['lr'], cbs=[budget_cb] + ([WeightEMA(rc['ema'])] if rc.get('ema') else []))
     train_cpu, train_wall = (time.process_time() - c0) / 60, (time.time() - t0) / 60
     model, cfg = learn.model.eval(), dict(learn.floodseg_config)
     cfg['stats'] = SARStats(cfg['stats'])
