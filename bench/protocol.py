@@ -74,7 +74,7 @@ class WeightEMA(Callback):
     def after_fit(self): self.model.load_state_dict(self.avg)
 
 # A recipe is flood_learner/sar_dataloaders options plus the protocol's own: jitter (RadiometricJitter strength).
-BASE = dict(arch='resnet18', cut=-4, last_cross=False, loss='wce', norm='auto', size=256, bs=8, lr=1e-3, jitter=0., max_rotate=10., ema=0.)
+BASE = dict(arch='resnet18', cut=-4, last_cross=False, loss='wce', norm='auto', size=256, bs=8, lr=1e-3, jitter=0., max_rotate=10., ema=0., land=False)
 RECIPES = {
     'old_default': dict(BASE, norm='layout'),        # the default before this protocol: training statistics per layout
     'auto':        dict(BASE),                       # 8-bit events standardised with their own statistics, dB with the training ones
@@ -87,6 +87,7 @@ RECIPES = {
     'auto_c3_jitter': dict(BASE, cut=-3, jitter=1.),
     'auto_lr3':    dict(BASE, lr=3e-3),
     'auto_ema':    dict(BASE, ema=0.98),
+    'auto_land':   dict(BASE, land=True),                # dB statistics over dry pixels: land near N(0, 1) in every layout
     'auto_ce_ema': dict(BASE, loss='ce', ema=0.98),
 }
 
@@ -188,7 +189,7 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     set_seed(seed, reproducible=True)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        dls = sar_dataloaders(train, valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'],
+        dls = sar_dataloaders(train, valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'], land_stats=rc.get('land', False),
                               seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None)
         if rc['jitter']: dls.train.after_batch.add(RadiometricJitter(0.25 * rc['jitter'], 0.15 * rc['jitter']))
         learn = flood_learner(dls, arch=rc['arch'], pretrained=False, cut=rc['cut'], last_cross=rc['last_cross'], loss=rc['loss'],

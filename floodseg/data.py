@@ -212,6 +212,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     size:int|None=256,         # training crop size (None: whole chips)
                     stats:SARStats|None=None,  # per-layout statistics; computed on the training chips when None
                     norm:str='auto',           # which statistics standardise a chip (`floodseg.radiometry.NORMS`)
+                    land_stats:bool=False,     # dB statistics over the training chips' dry pixels (`sar_stats(land=True)`)
                     keep_dry:float=1.,         # share of water-free training chips to keep (1 keeps all)
                     aug:bool=True,             # dihedral and rotation augmentation on training batches
                     max_rotate:float=10.,      # maximum rotation in degrees
@@ -236,7 +237,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     if len(train) < bs:
         warnings.warn(f"only {len(train)} training chips for a batch size of {bs}: using bs={len(train)}")
         bs = len(train)
-    if stats is None: stats = sar_stats(df.iloc[list(train)])
+    if stats is None: stats = sar_stats(df.iloc[list(train)], land=land_stats)
     normed = chip_norms(sv, stats, norm)          # every chip of an event lends its pixels, labelled or not
     df = normed.loc[df.index[list(train) + list(valid)]].reset_index(drop=True)
     n_train = len(train)

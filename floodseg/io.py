@@ -362,7 +362,8 @@ def atomic_write_text(path, # file to (re)write
     return Path(path)
 
 # %% ../nbs/00_io.ipynb #93d28814
-_SURVEY = ['n_valid', 'valid_frac', 'water_frac', 'ignore_frac', 'vv_mean', 'vh_mean', 'vv_var', 'vh_var', 'problem']
+_SURVEY = ['n_valid', 'valid_frac', 'water_frac', 'ignore_frac', 'vv_mean', 'vh_mean', 'vv_var', 'vh_var',
+           'n_dry', 'vv_dry_mean', 'vh_dry_mean', 'vv_dry_var', 'vh_dry_var', 'problem']
 
 def _survey_one(row):
     try: c = read_chip(row)
@@ -372,6 +373,9 @@ def _survey_one(row):
     if c.label is not None:
         known = c.label != IGNORE
         res.update(ignore_frac=1 - known.mean(), water_frac=(c.label == WATER).sum() / max(known.sum(), 1))
+        dry = c.image[:, (c.label == DRY) & c.valid].astype(np.float64)   # land: the reference of dB statistics (`floodseg.radiometry`)
+        res['n_dry'] = dry.shape[1]
+        if dry.shape[1]: res.update(vv_dry_mean=dry[0].mean(), vh_dry_mean=dry[1].mean(), vv_dry_var=dry[0].var(), vh_dry_var=dry[1].var())
     if n: res.update(vv_mean=v[0].mean(), vh_mean=v[1].mean(), vv_var=v[0].var(), vh_var=v[1].var())
     if n == 0: res['problem'] = f"{row.vv}: image is all nodata"
     elif c.label is not None and not known.any(): res['problem'] = f"{row.label}: label is all ignore (no valid labelled pixel)"

@@ -48,19 +48,23 @@ def standardise(img:np.ndarray, # (2, H, W) VV, VH; NaN = no data
     return z if fill is not None and np.isnan(fill) else np.nan_to_num(z, nan=fill)
 
 # %% ../nbs/01_radiometry.ipynb #b52f25f4
-def _pool(g):
-    "Exact pooled mean/std of the chips of `g` (a survey), weighted by their valid pixels."
-    w = g.n_valid / g.n_valid.sum()
-    mean = [float((w * g[f'{b}_mean']).sum()) for b in STAT_BANDS]
-    var = [float((w * (g[f'{b}_var'] + g[f'{b}_mean'] ** 2)).sum()) - m ** 2 for b, m in zip(STAT_BANDS, mean)]
-    return dict(mean=mean, std=[float(np.sqrt(max(v, 0.))) for v in var], n_pixels=int(g.n_valid.sum()), n_chips=len(g))
+def _pool(g, pixels='valid'):
+    "Exact pooled mean/std of the chips of `g` (a survey), weighted by their `pixels` ('valid', or 'dry': valid and labelled dry)."
+    n, pre = ('n_valid', '') if pixels == 'valid' else ('n_dry', 'dry_')
+    g = g[g[n].fillna(0) > 0]
+    w = g[n] / g[n].sum()
+    mean = [float((w * g[f'{b}_{pre}mean']).sum()) for b in STAT_BANDS]
+    var = [float((w * (g[f'{b}_{pre}var'] + g[f'{b}_{pre}mean'] ** 2)).sum()) - m ** 2 for b, m in zip(STAT_BANDS, mean)]
+    return dict(mean=mean, std=[float(np.sqrt(max(v, 0.))) for v in var], n_pixels=int(g[n].sum()), n_chips=len(g), pixels=pixels)
 
 def sar_stats(survey:pd.DataFrame, # output of `survey_chips` (for a model: its training chips only)
+              land:bool=False,      # calibrated layouts: statistics of the pixels labelled dry, so that land is near N(0, 1)
              ) -> SARStats:
     "Pool per-chip means and variances of usable chips into per-layout `SARStats`."
     ok = survey[survey.problem.isna() & (survey.n_valid > 0)]
     if not len(ok): raise FloodsegInputError("no usable training chips to compute normalisation statistics from")
-    return SARStats({lay: _pool(g) for lay, g in ok.groupby('layout')})
+    dry = lambda lay, g: land and LAYOUTS[lay].calibrated and g.n_dry.fillna(0).sum() > 0
+    return SARStats({lay: _pool(g, 'dry' if dry(lay, g) else 'valid') for lay, g in ok.groupby('layout')})
 
 # %% ../nbs/01_radiometry.ipynb #127e1c0e
 def image_stats(img:np.ndarray, # (2, H, W) VV, VH; NaN = no data
