@@ -14,6 +14,11 @@ from PIL import Image
 
 MAX_HEIGHT = 1400   # pixels: a tall figure (many rows of tiles) is scaled down to this height
 
+def needs_work(b64, max_width, max_kb):
+    "Is a figure too wide, too tall or too large?"
+    im = Image.open(io.BytesIO(base64.b64decode(b64)))
+    return im.width > max_width or im.height > MAX_HEIGHT or len(b64) * 3 / 4 > max_kb * 1024
+
 def slim(b64, max_width, max_kb):
     "(mime type or None if unchanged, base64) of the smaller encoding: PNG, or JPEG for a figure still over `max_kb` as PNG (SAR texture)." 
     raw = base64.b64decode(b64)
@@ -53,6 +58,7 @@ def main():
                 if a.check:
                     if kb > 1.5 * a.max_kb: big.append(f"{nb.relative_to(root)} cell {c.get('id')}: {kb:.0f} KB")
                     continue
+                if mime0 == 'image/jpeg' and not needs_work(b64, a.max_width, a.max_kb): continue   # JPEG again would only lose quality
                 mime, new = slim(b64, a.max_width, a.max_kb)
                 if new != b64:
                     del data[mime0]; data[mime] = new; changed = True
