@@ -88,6 +88,7 @@ RECIPES = {
     'auto_lr3':    dict(BASE, lr=3e-3),
     'auto_ema':    dict(BASE, ema=0.98),
     'auto_land':   dict(BASE, land=True),                # dB statistics over dry pixels: land near N(0, 1) in every layout
+    'auto_ce_land': dict(BASE, loss='ce', land=True),
     'auto_ce_ema': dict(BASE, loss='ce', ema=0.98),
 }
 
@@ -264,20 +265,60 @@ def adapt_run(name, minutes, lo=0.1, hi=0.9, lr=1e-4):
 
 def _fmt(m, sd, n): return f"{m:.3f} ± {sd:.3f} ({n})" if n > 1 else f"{m:.3f} (1)"
 
+# Recipes that differ from another only in how dB data is standardised: on the ETCI-only folds they train the same
+# network on the same data, so those folds are not run again and the other recipe's runs stand in (marked †).
+SAME_ON_ETCI = {'auto_land': 'auto', 'scene': 'auto', 'auto_ce_land': 'auto_ce'}
+
+def runs_frame(runs_dir=None):
+    "One row per run: recipe, fold, seed, budget, held-out IoU at 0.5 / validation threshold / prior-corrected threshold, cost."
+    runs = [json.loads(f.read_text()) for f in sorted(Path(runs_dir or OUT/'runs').glob('*.json'))]
+    return pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], iou=r['model']['iou'],
+                              iou_tv=r['model_tv']['iou'], iou_pc=r.get('model_pc', {}).get('iou', np.nan), thr=r['baselines']['best_threshold_iou'],
+                              precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
+                              cpu=r['train_cpu_min'], rss=r['peak_rss_gb']) for r in runs])
+
+def recipe_table(df, budget, policy='iou'):
+    "Per recipe at `budget`: each fold's held-out IoU (mean, sd, n; under threshold `policy`: iou = 0.5, iou_tv, iou_pc), mean over folds, worst gain."
+    base = {f: json.loads((OUT/f'baselines_{f}.json').read_text())['best_threshold_iou'] for f in FOLDS}
+    gb, rows = df[df.budget == budget], []
+    for rec, g in gb.groupby('recipe'):
+        row = dict(recipe=rec)
+        for f in FOLDS:
+            v, stand_in = g[g.fold == f][policy], False
+            if not len(v) and rec in SAME_ON_ETCI and f != 's1':
+                v, stand_in = gb[(gb.recipe == SAME_ON_ETCI[rec]) & (gb.fold == f)][policy], True
+            row[f] = (v.mean(), v.std(), len(v), stand_in) if len(v) else None
+        full = all(row[f] for f in FOLDS)
+        row['mean'] = np.mean([row[f][0] for f in FOLDS]) if full else np.nan
+        row['worst_gain'] = min(row[f][0] - base[f] for f in FOLDS) if full else np.nan
+        row.update(epochs=g.epochs.mean(), cpu=g.cpu.mean(), rss=g.rss.max(), n_runs=len(g))
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values('mean', ascending=False, na_position='last'), base
+
+def recipe_markdown(df, budget, policy='iou', cost=None):
+    "The recipe table as Markdown, with the threshold baselines as the last row."
+    t, base = recipe_table(df, budget, policy)
+    cost = cost if cost is not None else (json.loads((OUT/'cost.json').read_text()) if (OUT/'cost.json').exists() else {})
+    cell = lambda v: '–' if v is None else (_fmt(*v[:3]) + (' †' if v[3] else ''))
+    lines = ["| recipe | " + " | ".join(f"{f}" for f in FOLDS) + " | mean | worst gain over the threshold | epochs | s per 256² tile (bf16) |",
+             "|---|" + "---|" * (len(FOLDS) + 4)]
+    for r in t.itertuples():
+        c = cost.get(r.recipe, {})
+        lines.append(f"| {r.recipe} | " + " | ".join(cell(getattr(r, f)) for f in FOLDS) +
+                     f" | **{r.mean:.3f}** | {r.worst_gain:+.3f} | {r.epochs:.0f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
+    lines.append("| *best tuned threshold* | " + " | ".join(f"{base[f]:.3f}" for f in FOLDS) + f" | {np.mean(list(base.values())):.3f} | | | |")
+    return "\n".join(lines)
+
 def table(out=Path(__file__).parent/'PROTOCOL.md'):
-    "Summarise every run into bench/PROTOCOL.md (and return the per-recipe table)."
-    runs = [json.loads(f.read_text()) for f in sorted((OUT/'runs').glob('*.json'))]
-    df = pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], iou=r['model']['iou'],
-                            iou_tv=r['model_tv']['iou'], iou_pc=r.get('model_pc', {}).get('iou', np.nan), tta=r.get('model_tta', {}).get('iou'), thr=r['baselines']['best_threshold_iou'],
-                            precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
-                            cpu=r['train_cpu_min'], rss=r['peak_rss_gb']) for r in runs])
-    cost = json.loads((OUT/'cost.json').read_text()) if (OUT/'cost.json').exists() else {}
+    "Summarise every run into bench/PROTOCOL.md."
+    df = runs_frame()
     lines = [f"# Generalisation protocol: results", "",
              "Written by `python bench/protocol.py --table-only` from `bench/protocol/runs/*.json` "
              f"({len(df)} runs). Machine: 2 CPU cores (AMD EPYC with AVX512-BF16), no GPU; each run one torch thread, two runs side by side, niced; "
              "the budget is process CPU time (`floodseg.learner.CPUBudget`). Water IoU pooled over every valid labelled pixel of the held-out event(s); "
-             "the model is the last of the budget, decision threshold 0.5. Folds: `nal` = train nebraska, test northal; `neb` = train northal, "
-             "test nebraska; `s1` = train both ETCI events + STAC Overflow, test the 11 Sen1Floods11 chips. mean ± sd over seeds (n).", ""]
+             "the model is the last of the budget. Folds: `nal` = train nebraska, test northal; `neb` = train northal, "
+             "test nebraska; `s1` = train both ETCI events + STAC Overflow, test the 11 Sen1Floods11 chips. mean ± sd over seeds (n). "
+             "† = the ETCI-only fold of a recipe that differs from `auto` only for dB data: `auto`'s runs stand in.", ""]
     base = {f: json.loads((OUT/f'baselines_{f}.json').read_text()) for f in FOLDS if (OUT/f'baselines_{f}.json').exists()}
     lines += ["## Threshold baselines (tuned on the training events only)", "",
               "| fold | VV raw | VH raw | VV z (own event statistics) | VH z | best on the test data |", "|---|---|---|---|---|---|"]
@@ -286,26 +327,10 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
         lines.append(f"| {f} | {cell('raw_vv')} | {cell('raw_vh')} | {cell('z_vv')} | {cell('z_vh')} | **{b['best_threshold_iou']:.3f}** |")
     lines += ["", "`best on the test data` picks the best of the four on the held-out event itself, which favours the baseline; the "
               "model is compared with it.", ""]
-    res = []
-    for budget, gb in df.groupby('budget'):
-        folds = [f for f in FOLDS if f in set(gb.fold)]
-        lines += [f"## Recipes at {budget:g} CPU-minutes of training", "",
-                  "| recipe | " + " | ".join(f"{f}: IoU" for f in folds) + " | mean over folds | gain over best threshold (worst fold) | "
-                  "mean, threshold from validation blocks | mean, prior-corrected threshold | epochs | CPU-min | peak GB | s per 256² tile (bf16, 2 threads) |",
-                  "|---|" + "---|" * (len(folds) + 7)]
-        for rec, g in gb.groupby('recipe'):
-            per = {f: g[g.fold == f] for f in folds}
-            cells = [_fmt(v.iou.mean(), v.iou.std(), len(v)) if len(v) else '–' for v in per.values()]
-            full = all(len(v) for v in per.values())
-            mean = np.mean([v.iou.mean() for v in per.values()]) if full else np.nan
-            gains = [v.iou.mean() - base[f]['best_threshold_iou'] for f, v in per.items() if len(v)]
-            tv = np.mean([v.iou_tv.mean() for v in per.values()]) if full else np.nan
-            pc = np.mean([v.iou_pc.mean() for v in per.values()]) if full else np.nan
-            c = cost.get(rec, {})
-            res.append(dict(budget=budget, recipe=rec, mean=mean, worst_gain=min(gains), **{f: per[f].iou.mean() for f in folds}))
-            lines.append(f"| {rec} | " + " | ".join(cells) + f" | **{mean:.3f}** | {min(gains):+.3f} | {tv:.3f} | {pc:.3f} | {g.epochs.mean():.1f} | "
-                         f"{g.cpu.mean():.1f} | {g.rss.max():.2f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
-        lines.append("")
+    for budget in sorted(df.budget.unique()):
+        for policy, what in [('iou', 'decision threshold 0.5'), ('iou_pc', 'prior-corrected threshold (w1 / (w0 + w1) for class-weighted CE, else 0.5)'),
+                             ('iou_tv', 'threshold chosen on the training events\' validation blocks')]:
+            lines += [f"## {budget:g} CPU-minutes of training, {what}", "", recipe_markdown(df, budget, policy), ""]
     adapt = [json.loads(f.read_text()) for f in sorted((OUT/'adapt').glob('*.json'))] if (OUT/'adapt').exists() else []
     if adapt:
         ad = pd.DataFrame([dict(run=a['run'], recipe=a['recipe'], fold=a['fold'], minutes=a['adapt_cpu_min'], lo=a['lo'], hi=a['hi'],
@@ -317,7 +342,6 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
         lines.append("")
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return pd.DataFrame(res)
 
 @call_parse
 def main(recipe:str='auto',  # a key of RECIPES
