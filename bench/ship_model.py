@@ -65,7 +65,8 @@ def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
            '--budget', str(budget), '--keep', 'last', '--arch', rc['arch'], '--cut', str(rc['cut']), '--loss', rc['loss'],
            '--norm', rc['norm'], '--lr', str(rc['lr']), '--bs', str(rc['bs']), '--size', str(rc['size']), '--seed', str(seed),
            '--out', str(work/'run')]
-    if rc.get('jitter'): cmd += ['--jitter', str(rc['jitter'])]
+    if not rc.get('land'): cmd += ['--no-land-stats']
+    if rc.get('jitter') or rc.get('ema'): raise SystemExit(f"recipe {recipe}: jitter and EMA are protocol experiments, not floodseg_train options")
     print('$', ' '.join(cmd), flush=True)
     t0 = time.time()
     subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONWARNINGS='ignore'))

@@ -99,6 +99,7 @@ def floodseg_train(
     cut:int=DEFAULT_MODEL['cut'],   # encoder cut (-4: after ResNet's second stage, the default; -3: third; -2: whole encoder)
     loss:str='wce',         # wce (class-weighted CE), ce, or ce_dice
     norm:str='auto',        # statistics that standardise a scene: auto (8-bit: its own, dB: the training chips'), scene, layout
+    land_stats:bool=True,   # dB statistics over the training chips' dry pixels (--no-land-stats: over all valid pixels)
     keep_dry:float=1.,      # share of water-free training tiles to keep
     keep:str='best',        # which epoch's weights to save: 'best' (highest validation water IoU) or 'last' (use 'last' when the validation chips are your test chips)
     seed:int=42,            # random seed (split, undersampling, augmentation, initialisation)
@@ -121,7 +122,7 @@ def floodseg_train(
     except FloodsegInputError as e: raise CliError(f"floodseg_train: {e}") from None
     t0, c0 = time.time(), time.process_time()
     set_seed(seed, reproducible=True)
-    try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, norm=norm, valid_pct=valid_pct, progress=show_progress(),
+    try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, norm=norm, land_stats=land_stats, valid_pct=valid_pct, progress=show_progress(),
                                val_bs=1 if chips.layout.nunique() > 1 else None, **valid)   # whole chips of different sizes
     except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_train: {e}") from None
     with atomic_output(out, overwrite) as tmp:
@@ -143,7 +144,7 @@ def floodseg_train(
         what = f"{', '.join(Path(p).name for p in data) if data else 'embedded sample'}, validation: {valid.get('valid_events') or valid.get('valid_split') or f'spatial blocks ({valid_pct:.0%})'}"
         metrics = dict(best_epoch=best, keep=keep, history=hist, minutes=(time.time() - t0) / 60, cpu_minutes=(time.process_time() - c0) / 60, lr=used_lr, seed=seed,
                        n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=[str(p) for p in data] if data else str(sample_path()),
-                       valid=valid or dict(valid_pct=valid_pct), norm=norm, budget=budget, floodseg_version=floodseg.__version__)
+                       valid=valid or dict(valid_pct=valid_pct), norm=norm, land_stats=land_stats, budget=budget, floodseg_version=floodseg.__version__)
         save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch']))
         (tmp/'metrics.json').write_text(json.dumps(metrics, indent=1, default=str))
         plot_training(learn, f"floodseg_train on {what}").savefig(tmp/'training_curve.png', dpi=100); plt.close('all')

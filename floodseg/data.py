@@ -212,7 +212,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     size:int|None=256,         # training crop size (None: whole chips)
                     stats:SARStats|None=None,  # per-layout statistics; computed on the training chips when None
                     norm:str='auto',           # which statistics standardise a chip (`floodseg.radiometry.NORMS`)
-                    land_stats:bool=False,     # dB statistics over the training chips' dry pixels (`sar_stats(land=True)`)
+                    land_stats:bool=True,      # dB statistics over the training chips' dry pixels (`sar_stats(land=True)`), so land is near N(0, 1) in every layout
                     keep_dry:float=1.,         # share of water-free training chips to keep (1 keeps all)
                     aug:bool=True,             # dihedral and rotation augmentation on training batches
                     max_rotate:float=10.,      # maximum rotation in degrees
