@@ -25,10 +25,11 @@ from .radiometry import *
 from .data import *
 
 # %% auto #0
-__all__ = ['ARCHS', 'DEFAULT_MODEL', 'LOSSES', 'WEIGHTS_FILE', 'CONFIG_FILE', 'SHIPPED', 'class_weights', 'SARLoss', 'WaterIoU',
-           'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision',
-           'inference_autocast', 'apply_precision', 'sar_loss', 'flood_learner', 'model_cost', 'model_path',
-           'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config', 'CPUBudget', 'fit_flood']
+__all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'WEIGHTS_FILE', 'CONFIG_FILE', 'SHIPPED', 'class_weights',
+           'SARLoss', 'WaterIoU', 'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16',
+           'resolve_precision', 'inference_autocast', 'apply_precision', 'sar_loss', 'flood_learner', 'model_cost',
+           'model_path', 'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config', 'CPUBudget',
+           'fit_flood']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -166,13 +167,14 @@ def apply_precision(learn,          # a `Learner`
 
 # %% ../nbs/04_learner.ipynb #2c7c149a
 DEFAULT_MODEL = dict(arch='resnet18', cut=-4, last_cross=False, self_attention=False, blur=False)
+DEFAULT_LOSS = 'ce'   # chosen by the generalisation protocol (bench/PROTOCOL.md): as good as 'wce' on held-out events, simpler
 LOSSES = {   # name -> factory(class weights [dry, water]) -> loss
     'wce':     lambda weights: SARLoss(weight=weights),           # class-weighted cross-entropy
     'ce':      lambda weights: SARLoss(),                         # plain cross-entropy
     'ce_dice': lambda weights: SARLoss(ce=0.5, dice=0.5),         # the DrivenData benchmark's 0.5 CE + 0.5 Dice
 }
 
-def sar_loss(loss:str='wce',           # a key of `LOSSES`
+def sar_loss(loss:str=DEFAULT_LOSS,           # a key of `LOSSES`
              weights:list|None=None,   # CE class weights [dry, water], for losses that use them
             ) -> SARLoss:
     "The loss a name stands for (also how a saved model's loss is rebuilt from its config). A new loss is one more entry in `LOSSES`."
@@ -188,7 +190,7 @@ def flood_learner(dls,                        # `DataLoaders` from `sar_dataload
                   last_cross:bool=DEFAULT_MODEL['last_cross'], # DynamicUnet's full-resolution cross connection
                   self_attention:bool=DEFAULT_MODEL['self_attention'], # self-attention in the decoder
                   blur:bool=DEFAULT_MODEL['blur'], # blur after pixel shuffle upsampling
-                  loss:str='wce',             # a key of `LOSSES`: 'wce' (class-weighted CE), 'ce', or 'ce_dice' (0.5 CE + 0.5 Dice)
+                  loss:str=DEFAULT_LOSS,      # a key of `LOSSES`: 'ce' (the default), 'wce' (class-weighted CE), or 'ce_dice' (0.5 CE + 0.5 Dice)
                   weights:list|None=None,               # CE class weights [dry, water]; computed from the training masks when None
                   precision:str='auto',       # 'auto', 'fp32', 'fp16' (GPU mixed precision) or 'bf16' (CPU autocast)
                   **kwargs):
