@@ -92,6 +92,23 @@ RECIPES = {
     'auto_ce_ema': dict(BASE, loss='ce', ema=0.98),
 }
 
+LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
+    'old_default': 'the default before the protocol: every layout standardised with its training statistics',
+    'auto': 'radiometry: 8-bit (ETCI) events standardised with their own statistics, dB with the training statistics',
+    'scene': 'radiometry: every event or chip with its own statistics, dB included',
+    'auto_c3': 'receptive field: ResNet18 encoder up to stage 3 (cut -3)',
+    'auto_r34c3': 'capacity: ResNet34 encoder up to stage 3',
+    'auto_cedice': 'loss: 0.5 CE + 0.5 Dice (the DrivenData benchmark)',
+    'auto_ce': 'loss: plain cross-entropy instead of class-weighted',
+    'auto_jitter': 'radiometry: random gain and offset per channel (dB-space augmentation)',
+    'auto_c3_jitter': 'cut -3 with the jitter',
+    'auto_lr3': 'learning rate 3e-3',
+    'auto_ema': 'weight averaging (EMA 0.98): a cheap ensemble over the last steps',
+    'auto_land': 'radiometry: dB statistics over the dry (labelled non-water) pixels, so land is near N(0, 1) in every layout',
+    'auto_ce_land': 'plain cross-entropy with the land statistics',
+    'auto_ce_ema': 'plain cross-entropy with weight averaging',
+}
+
 def fold_chips(fold):
     "(training chips, test chips) of a fold, from the shared data."
     def take(spec):
@@ -305,7 +322,7 @@ def recipe_markdown(df, budget, policy='iou', cost=None):
     for r in t.itertuples():
         c = cost.get(r.recipe, {})
         lines.append(f"| {r.recipe} | " + " | ".join(cell(getattr(r, f)) for f in FOLDS) +
-                     f" | **{r.mean:.3f}** | {r.worst_gain:+.3f} | {r.epochs:.0f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
+                     (f" | **{r.mean:.3f}** | {r.worst_gain:+.3f} |" if np.isfinite(r.mean) else " | – | – |") + f" {r.epochs:.0f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
     lines.append("| *best tuned threshold* | " + " | ".join(f"{base[f]:.3f}" for f in FOLDS) + f" | {np.mean(list(base.values())):.3f} | | | |")
     return "\n".join(lines)
 
@@ -331,6 +348,13 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
         for policy, what in [('iou', 'decision threshold 0.5'), ('iou_pc', 'prior-corrected threshold (w1 / (w0 + w1) for class-weighted CE, else 0.5)'),
                              ('iou_tv', 'threshold chosen on the training events\' validation blocks')]:
             lines += [f"## {budget:g} CPU-minutes of training, {what}", "", recipe_markdown(df, budget, policy), ""]
+    lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
+    for r, what in LEVERS.items():
+        g = df[df.recipe == r]
+        done = ', '.join(f"{f}@{b:g}: {len(x)}" for (f, b), x in g.groupby(['fold', 'budget'])) if len(g) else 'not run yet'
+        if len(g) and r in SAME_ON_ETCI: done += f" (ETCI folds: `{SAME_ON_ETCI[r]}`'s runs)"
+        lines.append(f"| {r} | {what} | {done} |")
+    lines.append("")
     adapt = [json.loads(f.read_text()) for f in sorted((OUT/'adapt').glob('*.json'))] if (OUT/'adapt').exists() else []
     if adapt:
         ad = pd.DataFrame([dict(run=a['run'], recipe=a['recipe'], fold=a['fold'], minutes=a['adapt_cpu_min'], lo=a['lo'], hi=a['hi'],
