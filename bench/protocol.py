@@ -90,6 +90,7 @@ RECIPES = {
     'auto_land':   dict(BASE, land=True),                # dB statistics over dry pixels: land near N(0, 1) in every layout
     'auto_ce_land': dict(BASE, loss='ce', land=True),
     'auto_ce_ema': dict(BASE, loss='ce', ema=0.98),
+    'auto_ce_land_c3': dict(BASE, loss='ce', land=True, cut=-3),   # the default with ResNet18 up to stage 3
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -107,6 +108,7 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'auto_land': 'radiometry: dB statistics over the dry (labelled non-water) pixels, so land is near N(0, 1) in every layout',
     'auto_ce_land': 'plain cross-entropy with the land statistics',
     'auto_ce_ema': 'plain cross-entropy with weight averaging',
+    'auto_ce_land_c3': 'receptive field at the inference budget: the default (auto_ce_land) with ResNet18 up to stage 3 (cut -3, 0.036 s per 256² tile in bf16)',
 }
 
 def fold_chips(fold):
@@ -335,7 +337,8 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
              "the budget is process CPU time (`floodseg.learner.CPUBudget`). Water IoU pooled over every valid labelled pixel of the held-out event(s); "
              "the model is the last of the budget. Folds: `nal` = train nebraska, test northal; `neb` = train northal, "
              "test nebraska; `s1` = train both ETCI events + STAC Overflow, test the 11 Sen1Floods11 chips. mean ± sd over seeds (n). "
-             "† = the ETCI-only fold of a recipe that differs from `auto` only for dB data: `auto`'s runs stand in.", ""]
+             "† = an ETCI-only fold of a recipe that differs from another only for dB data (its land statistics): the other recipe's runs stand in "
+             "(" + ", ".join(f"`{b}` for `{a}`" for a, b in SAME_ON_ETCI.items()) + ").", ""]
     base = {f: json.loads((OUT/f'baselines_{f}.json').read_text()) for f in FOLDS if (OUT/f'baselines_{f}.json').exists()}
     lines += ["## Threshold baselines (tuned on the training events only)", "",
               "| fold | VV raw | VH raw | VV z (own event statistics) | VH z | best on the test data |", "|---|---|---|---|---|---|"]
@@ -364,8 +367,37 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
         for (rec, f, m, lo, hi), g in ad.groupby(['recipe', 'fold', 'minutes', 'lo', 'hi']):
             lines.append(f"| {rec} | {f} | {m:g} | {lo:g}, {hi:g} | {len(g)} | {g.before.mean():.3f} | {g.after.mean():.3f} | {(g.after - g.before).mean():+.3f} |")
         lines.append("")
+    ens = [json.loads(f.read_text()) for f in sorted((OUT/'ensembles').glob('*.json'))] if (OUT/'ensembles').exists() else []
+    if ens:
+        lines += ["## Seed ensembles (mean water probability of a recipe's saved seeds; inference cost × the number of members)", "",
+                  "| recipe | fold | CPU-min each | members | member IoU (mean) | ensemble IoU | gain |", "|---|---|---|---|---|---|---|"]
+        for e in ens:
+            lines.append(f"| {e['recipe']} | {e['fold']} | {e['budget_cpu_min']:g} | {len(e['members'])} | {np.mean(e['member_iou']):.3f} | {e['iou']:.3f} | {e['iou'] - np.mean(e['member_iou']):+.3f} |")
+        lines.append("")
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+class SeedEnsemble:
+    "EXPERIMENT: the mean water probability of several predictors of one recipe (its seeds); inputs are standardised under the first one's statistics."
+    def __init__(self, preds): self.preds, self.cfg, self.bs = preds, preds[0].cfg, preds[0].bs
+    threshold, temperature = 0.5, 1.
+    def probs(self, xb, tta=False): return np.mean([p.probs(xb, tta=tta) for p in self.preds], axis=0)
+
+def ensemble_run(recipe, fold, budget=8.):
+    "Score the mean probability of the saved seeds of `recipe` on `fold` (the runs of its ETCI stand-in on ETCI folds)."
+    rec = SAME_ON_ETCI.get(recipe, recipe) if fold != 's1' else recipe
+    names = sorted(f.name for f in (OUT/'models').glob(f'{rec}_{fold}_s*_b{budget:g}') if (OUT/'runs'/f'{f.name}.json').exists())
+    if len(names) < 2: raise SystemExit(f"{recipe} on {fold}: fewer than 2 saved seeds ({names})")
+    singles = [json.loads((OUT/'runs'/f'{n}.json').read_text())['model']['iou'] for n in names]
+    _, test = fold_chips(fold)
+    ev = evaluate_chips(SeedEnsemble([Predictor.from_folder(OUT/'models'/n, device='cpu') for n in names]), test, progress=False)
+    p = ev.per_event().query("event == 'all' and method == 'model'").iloc[0]
+    res = dict(recipe=recipe, fold=fold, budget_cpu_min=budget, members=names, member_iou=singles, iou=float(p.iou),
+               precision=float(p.precision), recall=float(p.recall), seconds_per_chip=ev.seconds['model'])
+    (OUT/'ensembles').mkdir(parents=True, exist_ok=True)
+    (OUT/'ensembles'/f'{recipe}_{fold}_b{budget:g}.json').write_text(json.dumps(res, indent=1, default=float))
+    print(f"{recipe} {fold}: ensemble of {len(names)} seeds IoU {p.iou:.3f} (members {', '.join(f'{v:.3f}' for v in singles)})", flush=True)
+    return res
 
 @call_parse
 def main(recipe:str='auto',  # a key of RECIPES
@@ -378,6 +410,7 @@ def main(recipe:str='auto',  # a key of RECIPES
          rescore_runs:bool=False, # add threshold scores to earlier runs that lack them (from their saved models)
          adapt_model:str=None, # self-train the saved model of this run (e.g. auto_nal_s0_b8) for --adapt minutes instead of training
          lo:float=0.1, hi:float=0.9, adapt_lr:float=1e-4, # pseudo-label thresholds and learning rate for --adapt-model
+         ensemble:bool=False, # score the mean probability of the recipe's saved seeds on --fold instead of training
         ):
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
     if table_only: return table()
@@ -386,5 +419,6 @@ def main(recipe:str='auto',  # a key of RECIPES
             if 'model_pc' not in json.loads(f.read_text()): rescore(f.stem)
         return
     if adapt_model: return adapt_run(adapt_model, adapt or 2., lo, hi, adapt_lr)
+    if ensemble: return ensemble_run(recipe, fold, budget)
     if recipe not in RECIPES: raise SystemExit(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
     run(recipe, fold, seed, budget, tta=tta, adapt=adapt)
