@@ -1,18 +1,19 @@
 #!/usr/bin/env python
 """Shrink the PNG figures saved in the notebooks' outputs (the notebooks are the docs, and they live in git).
 
-Each embedded figure wider than --max-width pixels (or taller than 1400) is scaled down to fit, and every PNG is re-encoded (with an exact
+Each embedded figure wider than --max-width pixels (or taller than 1000) is scaled down to fit, and every PNG is re-encoded (with an exact
 palette when it has at most 256 colours), and kept only when that makes it smaller; a figure
-still larger than --max-kb (noise-like SAR texture does not compress losslessly) becomes a JPEG (quality 82, or 70 if still too large). JPEG outputs already in a notebook are scaled down the same way.
+still larger than --max-kb (noise-like SAR texture does not compress losslessly) becomes a JPEG (quality 82, or 70 or 55 if still too large). JPEG outputs already in a notebook are scaled down the same way.
 
     python tools/slim_outputs.py            # all notebooks under nbs/
-    python tools/slim_outputs.py --check    # exit 1 if any figure is larger than 1.5 × --max-kb
+    python tools/slim_outputs.py --check    # exit 1 if any figure is larger than 1.5 × --max-kb, or nbs/ holds 5 MB or more
 """
 import argparse, base64, io, json, sys
 from pathlib import Path
 from PIL import Image
 
-MAX_HEIGHT = 1400   # pixels: a tall figure (many rows of tiles) is scaled down to this height
+MAX_HEIGHT = 1000   # pixels: a tall figure (many rows of tiles) is scaled down to this height
+MAX_NBS_MB = 5      # the notebooks are the docs and live in git: nbs/ (notebooks and images) stays under this
 
 def needs_work(b64, max_width, max_kb):
     "Is a figure too wide, too tall or too large?"
@@ -33,15 +34,15 @@ def slim(b64, max_width, max_kb):
     else: im.save(out, 'PNG', optimize=True)
     new, mime = out.getvalue(), 'image/png'
     if len(new) > max_kb * 1024:
-        for q in (82, 70):   # a tall figure of SAR texture may need the lower quality
+        for q in (82, 70, 55):   # a tall figure of SAR texture may need a lower quality
             out = io.BytesIO(); im.save(out, 'JPEG', quality=q, optimize=True); new, mime = out.getvalue(), 'image/jpeg'
             if len(new) <= max_kb * 1024: break
     return (mime, base64.b64encode(new).decode()) if len(new) < len(raw) else (None, b64)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--max-width', type=int, default=800)
-    p.add_argument('--max-kb', type=int, default=150)
+    p.add_argument('--max-width', type=int, default=700)
+    p.add_argument('--max-kb', type=int, default=90)
     p.add_argument('--check', action='store_true')
     a = p.parse_args()
     root = Path(__file__).resolve().parent.parent/'nbs'
@@ -66,7 +67,9 @@ def main():
             nb.write_text(json.dumps(d, indent=1, ensure_ascii=False) + '\n')
         total0 += len(text); total1 += nb.stat().st_size
     if a.check:
-        print('\n'.join(big) or f'every figure is at most {a.max_kb} KB'); sys.exit(1 if big else 0)
+        mb = sum(f.stat().st_size for f in root.rglob('*') if f.is_file()) / 2**20
+        if mb >= MAX_NBS_MB: big.append(f"nbs/ holds {mb:.1f} MB (goal: under {MAX_NBS_MB} MB)")
+        print('\n'.join(big) or f'every figure is at most {a.max_kb} KB; nbs/ holds {mb:.1f} MB'); sys.exit(1 if big else 0)
     print(f"notebooks: {total0 / 2**20:.1f} MB -> {total1 / 2**20:.1f} MB")
 
 if __name__ == '__main__': main()
