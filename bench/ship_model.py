@@ -18,7 +18,7 @@ import torch
 from fastcore.script import call_parse
 from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
-from protocol import RECIPES, OUT as PROTO, FOLDS, SAME_ON_ETCI
+from protocol import RECIPES, OUT as PROTO, FOLDS, SAME_ON_ETCI, runs_frame, recipe_table
 import floodseg
 from floodseg.io import *
 from floodseg.learner import *
@@ -28,27 +28,22 @@ ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT/'floodseg'/'models'/'default'
 
 def protocol_rows(recipe):
-    "Per fold: (budget, n, mean, sd) of the recipe's held-out IoU, and the fold's best tuned threshold."
-    runs = [json.loads(f.read_text()) for f in (PROTO/'runs').glob('*.json')]
-    stand_in = SAME_ON_ETCI.get(recipe)   # ETCI-only folds of a recipe that differs only for dB data: its stand-in's runs
-    out = {}
-    for budget in sorted({r['budget_cpu_min'] for r in runs if r['recipe'] == recipe}):
+    "Per (budget, fold): (n, mean, sd, best tuned threshold) of the recipe's held-out IoU, from the protocol's own table (stand-ins included)."
+    df, out = runs_frame(), {}
+    for budget in sorted(df[df.recipe == recipe].budget.unique()):
+        t, base = recipe_table(df, budget)
+        row = t.set_index('recipe').loc[recipe]
         for f in FOLDS:
-            v = [r['model']['iou'] for r in runs if r['recipe'] == recipe and r['fold'] == f and r['budget_cpu_min'] == budget]
-            if not v and stand_in and f != 's1':
-                v = [r['model']['iou'] for r in runs if r['recipe'] == stand_in and r['fold'] == f and r['budget_cpu_min'] == budget]
-            b = json.loads((PROTO/f'baselines_{f}.json').read_text())['best_threshold_iou']
-            if v: out[(budget, f)] = (len(v), float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else float('nan'), b)
+            if row[f]: m, sd, n, _ = row[f]; out[(budget, f)] = (n, float(m), float(sd) if n > 1 else float('nan'), base[f])
     return out
 
 def agreement(a, b):
     "Largest |difference| of the water probability of two model folders on the embedded sample's chips."
-    worst = 0.
+    worst, pa_, pb_ = 0., Predictor.from_folder(a, 'cpu'), Predictor.from_folder(b, 'cpu')
     for lay in LAYOUTS:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             chips = chip_table(sample_path(lay))
-        pa_, pb_ = Predictor.from_folder(a, 'cpu'), Predictor.from_folder(b, 'cpu')
         for (_, _, pa), (_, _, pb) in zip(pa_.chips(chips, progress=False), pb_.chips(chips, progress=False)):
             if pa is not None: worst = max(worst, float(np.nanmax(np.abs(pa - pb))) if np.isfinite(pa).any() else 0.)
     return worst
