@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #0b825fd8
 from __future__ import annotations
-import json, shutil, sys, time, warnings
+import contextlib, json, shutil, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -134,9 +134,8 @@ def floodseg_train(
             run = wandb_run(dir=tmp, config=dict(data=[str(p) for p in data] if data else str(sample_path()), seed=seed))
             cbs.append(FloodWandbCallback())
         print(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}")
-        if show_progress(): used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best', budget=budget or None)
-        else:
-            with learn.no_bar(): used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best', budget=budget or None)
+        with (contextlib.nullcontext() if show_progress() else learn.no_bar()):
+            used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best', budget=budget or None)
         if wandb: run.finish()
         names = list(learn.recorder.metric_names[1:-1])
         hist = [dict(zip(names, map(float, v))) | dict(epoch=i + 1) for i, v in enumerate(learn.recorder.values)]
