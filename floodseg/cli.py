@@ -30,8 +30,8 @@ from .adapt import *
 from .scene import *
 
 # %% auto #0
-__all__ = ['SAMPLE_VALID', 'check_args', 'show_progress', 'train_chips', 'plot_training', 'floodseg_train', 'floodseg_predict',
-           'evaluation_chips', 'floodseg_evaluate', 'floodseg_adapt']
+__all__ = ['UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'device_ok', 'train_chips', 'plot_training',
+           'floodseg_train', 'floodseg_predict', 'evaluation_chips', 'floodseg_evaluate', 'floodseg_adapt']
 
 # %% ../nbs/13_cli.ipynb #check-01
 def check_args(cmd:str, # the command, for the message
@@ -44,6 +44,18 @@ def check_args(cmd:str, # the command, for the message
 def show_progress() -> bool:
     "Progress bars only when stderr is a terminal."
     return sys.stderr.isatty()
+
+# %% ../nbs/13_cli.ipynb #check-05
+def device_ok(device:str|None # a torch device name, or None for the default
+             ) -> bool:
+    "Whether `device` names a torch device this machine has (None: the default, always)."
+    if device is None: return True
+    import torch
+    try: t = torch.device(device)
+    except (RuntimeError, TypeError): return False
+    return t.type == 'cpu' or (t.type == 'cuda' and torch.cuda.is_available() and (t.index or 0) < torch.cuda.device_count()) or (t.type == 'mps' and torch.backends.mps.is_available())
+
+UNITS_WANT = f"auto, {', '.join(UNITS)} or db*N (whole numbers holding dB times N, e.g. 'db*100')"
 
 # %% ../nbs/13_cli.ipynb #d1c813cf
 SAMPLE_VALID = ['India_900498', 'jja10'] # the embedded sample's held-out chips (with ETCI's grid columns y >= 26)
@@ -106,6 +118,7 @@ def floodseg_train(
     precision:str='auto',   # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
     wandb:bool=False,       # log to Weights & Biases (offline unless an API key is configured)
     overwrite:bool=False,   # replace an existing output folder
+    units:str='auto',       # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
 ):
     "Train a flood segmentation model on Sentinel-1 chips and save it with its metrics and figures."
     matplotlib.use('Agg')
@@ -115,11 +128,13 @@ def floodseg_train(
                arch=(arch in ARCHS, f"one of {', '.join(ARCHS)}, not {arch!r}"), loss=(loss in LOSSES, f"one of {', '.join(LOSSES)}, not {loss!r}"),
                norm=(norm in NORMS, f"one of {', '.join(NORMS)}, not {norm!r}"), keep=(keep in ('best', 'last'), f"'best' or 'last', not {keep!r}"),
                valid_pct=(0 < valid_pct < 1, f"between 0 and 1, not {valid_pct}"), keep_dry=(0 < keep_dry <= 1, f"in (0, 1], not {keep_dry}"),
-               precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"))
+               precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"),
+               seed=(seed >= 0, f">= 0, not {seed}"), units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_train: {out} exists; choose another --out or pass --overwrite")
     try: chips, valid = train_chips(data, valid_events, valid_split)
     except FloodsegInputError as e: raise CliError(f"floodseg_train: {e}") from None
+    chips['units'] = units
     t0, c0 = time.time(), time.process_time()
     set_seed(seed, reproducible=True)
     try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, norm=norm, land_stats=land_stats, valid_pct=valid_pct, progress=show_progress(),
@@ -175,6 +190,8 @@ def floodseg_predict(
     tta:bool=False,           # average over the 8 flips and quarter turns of each tile (8 times slower)
     device:str=None,          # torch device (default: the GPU when there is one)
     overwrite:bool=False,     # replace existing outputs
+    units:str='auto',         # scale of the scenes' values: auto (judged per scene; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
+    skip_existing:bool=False, # folder mode: skip scenes whose outputs all exist, so that a stopped batch resumes (scenes with some outputs are mapped again)
 ):
     "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs and a quicklook per scene, GeoJSON water outlines, or the STAC Overflow format."
     matplotlib.use('Agg')
@@ -183,7 +200,11 @@ def floodseg_predict(
     check_args('floodseg_predict', tile=(tile > 0 and tile % 32 == 0, f"a positive multiple of 32, not {tile}"),
                overlap=(0 <= overlap <= tile // 2, f"between 0 and tile/2 = {tile // 2}, not {overlap}"), bs=(bs > 0, f"a positive number of tiles, not {bs}"),
                layout=(layout is None or layout in LAYOUTS, f"one of {', '.join(LAYOUTS)}, not {layout!r}"),
-               precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"))
+               precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"),
+               device=(device_ok(device), f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
+               units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), min_area=(min_area is None or min_area >= 0, f">= 0 m², not {min_area}"),
+               simplify=(simplify is None or simplify >= 0, f">= 0 pixels, not {simplify}"),
+               scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"))
     fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog'])) for f in x.split(',') if f]
     fmts += ['stac_overflow'] if stac_overflow else []
     check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
@@ -191,7 +212,7 @@ def floodseg_predict(
     try:
         pred = Predictor.from_folder(model, device=device, precision=precision, tta=tta, bs=bs)
         res = map_chips(pred, *scenes, out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile,
-                        overlap=overlap, options=dict(geojson=geojson), progress=show_progress())
+                        overlap=overlap, options=dict(geojson=geojson), progress=show_progress(), units=units, skip_existing=skip_existing)
     except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
     bad = res[res.error.notna()]
     print(f"mapped {len(res) - len(bad)} of {len(res)} scene(s) into {out}/")
@@ -273,17 +294,19 @@ def floodseg_evaluate(
     n_show:int=3,           # tiles per group (highest, median, lowest loss) in the loss-sorted view
     bs:int=4,               # chips per forward pass
     overwrite:bool=False,   # replace an existing output folder
+    units:str='auto',       # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N
 ):
     "Judge a saved model and the threshold baselines on a dataset: metrics tables, figures and a Markdown report."
     matplotlib.use('Agg')
     if data is None: raise CliError("floodseg_evaluate: give --data (a dataset folder)")
-    check_args('floodseg_evaluate', bs=(bs > 0, f"a positive number of chips, not {bs}"), n_show=(n_show > 0, f"a positive number of tiles, not {n_show}"))
+    check_args('floodseg_evaluate', bs=(bs > 0, f"a positive number of chips, not {bs}"), n_show=(n_show > 0, f"a positive number of tiles, not {n_show}"),
+               units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), data=(Path(data).is_dir(), f"a dataset folder, not {data!r} (no such folder)"))
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_evaluate: {out} exists; choose another --out or pass --overwrite")
     t0 = time.time()
     try:
         pred = Predictor.from_folder(model, bs=bs); cfg = pred.cfg
-        test, train, notes = evaluation_chips(data, events, split, train_events, train_split)
+        test, train, notes = (t.assign(units=units) if isinstance(t, pd.DataFrame) else t for t in evaluation_chips(data, events, split, train_events, train_split))
         thresholds, tnote = _tuned_thresholds(train)
         ev = evaluate_chips(pred, test, thresholds, tta=tta, progress=show_progress())
     except FloodsegInputError as e: raise CliError(f"floodseg_evaluate: {e}") from None
@@ -326,11 +349,13 @@ def floodseg_adapt(
     hi:float=0.9,             # pseudo-label water above it
     seed:int=42,              # random seed
     overwrite:bool=False,     # replace an existing output folder
+    units:str='auto',         # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N
 ):
     "Self-train a model on confident pseudo-labels of a new flood event's own chips (without their labels) and save the adapted model."
     if data is None: raise CliError("floodseg_adapt: give --data (a dataset folder holding the new event's chips)")
     check_args('floodseg_adapt', budget=(budget > 0, f"a positive number of CPU minutes, not {budget}"), lr=(lr > 0, f"positive, not {lr}"),
-               lo=(0 < lo < hi, f"between 0 and --hi, not {lo}"), hi=(lo < hi < 1, f"between --lo and 1, not {hi}"))
+               lo=(0 < lo < hi, f"between 0 and --hi, not {lo}"), hi=(lo < hi < 1, f"between --lo and 1, not {hi}"),
+               units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), data=(Path(data).is_dir(), f"a dataset folder, not {data!r} (no such folder)"))
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_adapt: {out} exists; choose another --out or pass --overwrite")
     if model_path(out).resolve() == model_path(model).resolve(): raise CliError("floodseg_adapt: --out must differ from --model (the input model is never overwritten)")
@@ -338,7 +363,7 @@ def floodseg_adapt(
     try:
         net, cfg = load_model(model, device='cpu')
         chips, _, notes = evaluation_chips(data, events, split)
-        net, cfg = self_train(net, cfg, chips.drop(columns='label'), budget=budget, lr=lr, lo=lo, hi=hi, seed=seed)
+        net, cfg = self_train(net, cfg, chips.drop(columns='label').assign(units=units), budget=budget, lr=lr, lo=lo, hi=hi, seed=seed)
     except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_adapt: {e}") from None
     info = cfg['adapted'][-1]
     write_model(net, cfg, out, overwrite=overwrite, adapted_from=str(model_path(model).resolve()))

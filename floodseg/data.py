@@ -224,6 +224,8 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     "fastai `DataLoaders` of standardised two-channel SAR tiles and 0/1/255 masks from a chip table."
     if valid_events is not None and valid_split is not None: raise ValueError("give valid_events or valid_split, not both")
     sv = chips if 'problem' in chips else survey_chips(chips, progress=progress)
+    if not (sv.problem.isna() & sv.label.notna()).any():
+        raise FloodsegInputError("no usable training chips" + (f"; e.g. {sv.problem.dropna().iloc[0]}" if sv.problem.notna().any() else ' (none is labelled)'))
     if valid_events is None and valid_split is None: sv, valid_split = spatial_split(sv, valid_pct, seed=42 if seed is None else seed), 'valid'
     df = sv[_usable(sv)]
     splitter = EventSplitter(valid_events) if valid_events is not None else SplitColSplitter(valid_split)

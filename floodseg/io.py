@@ -22,10 +22,11 @@ from rasterio.windows import Window
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'FloodsegInputError', 'Layout', 'register_layout',
-           'chip_reader', 'sample_path', 'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips',
-           'detect_layout', 'chip_table', 'Raster', 'read_raster', 'SARChip', 'nodata_mask', 'read_sar', 'map_label',
-           'read_label', 'read_chip', 'etci_event_scene', 'atomic_output', 'atomic_write_text', 'survey_chips']
+__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_CHECKS', 'FloodsegInputError', 'Layout',
+           'register_layout', 'chip_reader', 'sample_path', 'shared_data', 'sen1floods11_chips', 'stac_overflow_chips',
+           'etci2021_chips', 'detect_layout', 'chip_table', 'Raster', 'read_raster', 'SARChip', 'nodata_mask',
+           'read_sar', 'map_label', 'read_label', 'read_chip', 'etci_event_scene', 'atomic_output', 'atomic_write_text',
+           'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -183,13 +184,16 @@ def detect_layout(path) -> str:
 
 def chip_table(path, # a dataset folder in one of `LAYOUTS`
                layout:str|None=None, # its layout; detected when None
+               units:str|None=None,  # scale of the image values ('db', 'linear', 'amplitude', 'db*N'; see `floodseg.radiometry`), kept in a `units` column; None: judged per chip
                **kwargs # passed to the layout's reader (e.g. `label='water'` for ETCI)
               ) -> pd.DataFrame:
     "Chip table (one row per chip, `CHIP_COLUMNS`) of the dataset under `path`."
     if not Path(path).is_dir(): raise FloodsegInputError(f"{path}: no such folder")
     layout = layout or detect_layout(path)
     if layout not in LAYOUTS or LAYOUTS[layout].reader is None: raise FloodsegInputError(f"{path}: unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
-    return LAYOUTS[layout].reader(path, **kwargs)
+    df = LAYOUTS[layout].reader(path, **kwargs)
+    if units is not None: df['units'] = units
+    return df
 
 # %% ../nbs/00_io.ipynb #1c12105c
 @dataclass
@@ -254,6 +258,8 @@ def nodata_mask(x:np.ndarray, # values (any shape)
     return bad
 
 # %% ../nbs/00_io.ipynb #0b54d35b-3
+READ_CHECKS = []   # functions (image, row) -> image that `read_sar` applies to every chip: `floodseg.radiometry` adds its units guard (dB out, or an error)
+
 def read_sar(row # one row of a chip table
             ) -> tuple[np.ndarray, np.ndarray, Raster]:
     "VV/VH float32 image (NaN at nodata), validity mask, and the VV raster, from one chip-table row."
@@ -266,6 +272,9 @@ def read_sar(row # one row of a chip table
     bad = np.zeros(img.shape[1:], bool)
     for r, b in [(vv, img[:1]), (vh, img[1:])]:
         for nd in {lay.image_nodata, r.nodata} - {None}: bad |= nodata_mask(b, nd).any(0)
+    img[:, bad] = np.nan
+    for check in READ_CHECKS: img = check(img, row)
+    bad = np.isnan(img).any(0)
     img[:, bad] = np.nan
     return img, ~bad, vv
 

@@ -277,6 +277,24 @@ def build_model(cfg:dict # a model config (`learn.floodseg_config`, or a saved `
     opts = {k: cfg.get(k, DEFAULT_MODEL.get(k)) for k in ('cut', 'last_cross', 'self_attention', 'blur')}
     return create_unet_model(ARCHS[cfg['arch']], cfg['n_out'], tuple(cfg['img_size']), pretrained=False, n_in=cfg['n_in'], **opts)
 
+# %% ../nbs/04_learner.ipynb #load-checks
+def _check_config(cfg:dict, cf:Path):
+    "`FloodsegInputError` naming `cf` when a model config holds values no floodseg model can have."
+    bad = [(k, v, want) for k, ok, want in [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
+                                            ('threshold', isinstance(cfg['threshold'], (int, float)) and 0 < cfg['threshold'] < 1, 'in (0, 1)')]
+           if not ok for v in [cfg[k]]]
+    if bad: raise FloodsegInputError(f"{cf}: {bad[0][0]} is {bad[0][1]!r}; a floodseg model needs {bad[0][2]}")
+    st = cfg['stats']
+    ok = lambda s: isinstance(s, dict) and all(len(s.get(k) or []) == 2 for k in ('mean', 'std')) and all(x > 0 for x in s['std'])
+    if not isinstance(st, dict) or not st: raise FloodsegInputError(f"{cf}: no normalisation statistics ('stats' is {st!r}); the model cannot standardise any layout")
+    broken = [k for k, s in st.items() if not ok(s)]
+    if broken: raise FloodsegInputError(f"{cf}: the statistics of layout {broken[0]!r} need 'mean' and 'std' of 2 bands (VV, VH), std > 0; found {st[broken[0]]!r}")
+
+def _loads(cfg, sd) -> bool:
+    "Do the weights `sd` load into the network `cfg` describes?"
+    try: build_model(cfg).load_state_dict(sd); return True
+    except (RuntimeError, FloodsegInputError): return False
+
 # %% ../nbs/04_learner.ipynb #a3c52307-4
 def load_model(path,              # folder written by `save_model`, or 'default' for the model shipped with floodseg
                device:str|None=None,       # torch device; the default device (GPU when present) when None
@@ -291,12 +309,16 @@ def load_model(path,              # folder written by `save_model`, or 'default'
     need = {'arch', 'n_in', 'n_out', 'img_size', 'stats', 'threshold'}
     if not isinstance(cfg, dict) or not need <= set(cfg):
         raise FloodsegInputError(f"{cf}: not a floodseg model config (needs {sorted(need)})")
+    _check_config(cfg, cf)
     model = build_model(cfg)
     try: sd = load_file(wf)
     except (SafetensorError, OSError) as e: raise FloodsegInputError(f"{wf}: not a readable safetensors file ({e})") from None
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}   # weights may be stored in half precision
     try: model.load_state_dict(sd)
-    except RuntimeError as e: raise FloodsegInputError(f"{wf}: weights do not match the architecture in {cf} ({str(e)[:200]})") from None
+    except RuntimeError:
+        fits = [a for a in ARCHS if a != cfg['arch'] and _loads(dict(cfg, arch=a), sd)]
+        raise FloodsegInputError(f"{path}: the weights in {WEIGHTS_FILE} do not fit the architecture its {CONFIG_FILE} names ({cfg['arch']}, cut {cfg.get('cut')}); "
+                                 + (f"they fit {' or '.join(fits)}: correct 'arch' in {CONFIG_FILE}" if fits else "they fit none of " + ', '.join(ARCHS))) from None
     cfg['stats'] = SARStats(cfg['stats'])
     cfg.setdefault('norm', 'layout')   # models saved before per-scene statistics
     return model.to(device or default_device()).eval(), cfg

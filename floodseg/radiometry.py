@@ -12,8 +12,10 @@ import pandas as pd
 from .io import *
 
 # %% auto #0
-__all__ = ['STAT_BANDS', 'MIN_SCENE_PIXELS', 'NORMS', 'NORM_COLUMNS', 'SARStats', 'standardise', 'sar_stats', 'image_stats',
-           'norm_source', 'norm_stats', 'chip_norms', 'row_norm', 'with_norms']
+__all__ = ['STAT_BANDS', 'MIN_SCENE_PIXELS', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN', 'DB_RANGE', 'AMPLITUDE_VH', 'UNITS',
+           'SARStats', 'standardise', 'sar_stats', 'image_stats', 'norm_source', 'norm_stats', 'chip_norms', 'row_norm',
+           'with_norms', 'units_converter', 'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db',
+           'chip_units']
 
 # %% ../nbs/01_radiometry.ipynb #94210e27
 STAT_BANDS = ('vv', 'vh')
@@ -154,3 +156,113 @@ def with_norms(chips:pd.DataFrame, # a chip table (surveyed or not); returned as
         warnings.simplefilter('ignore')   # unusable chips are reported by whoever reads them
         sv = chips if 'problem' in chips else survey_chips(chips, progress=progress)
     return chip_norms(sv, stats, norm)
+
+# %% ../nbs/01_radiometry.ipynb #units-01
+import re
+from pathlib import Path
+
+DB_MEDIAN = (-45., 5.)   # a band's median σ⁰ in dB lies here in any real scene (calm water near -25, cities near 0)
+DB_RANGE = (-80., 40.)   # and its 1st and 99th percentiles lie here
+AMPLITUDE_VH = -11.5     # a VH median above this, read as linear power, is too bright for power (forests reach about -12): amplitude
+
+UNITS = {'db':        lambda x: x,                                           # σ⁰ in dB already
+         'linear':    lambda x: 10 * np.log10(np.where(x > 0, x, np.nan)),   # linear power (values <= 0 have no dB: nodata)
+         'amplitude': lambda x: 20 * np.log10(np.where(x > 0, x, np.nan))}   # linear amplitude, the square root of power
+
+# %% ../nbs/01_radiometry.ipynb #units-02
+def units_converter(units:str, # a key of `UNITS`, or 'db*N': whole numbers holding dB times N
+                   ):
+    "The function that turns values in `units` into dB (float32, NaN stays NaN)."
+    u = str(units).lower()
+    if u in UNITS: f = UNITS[u]
+    elif (m := re.fullmatch(r'db\*(\d+(?:\.\d*)?)', u)) and float(m[1]) > 0: f = lambda x, k=float(m[1]): x / k
+    else: raise FloodsegInputError(f"units must be auto, {', '.join(UNITS)} or db*N (whole numbers holding dB times N, e.g. db*100), not {units!r}")
+    return lambda x: f(np.asarray(x, np.float32)).astype(np.float32)
+
+# %% ../nbs/01_radiometry.ipynb #units-02-1
+def units_ok(units:str # what a user gave as units
+            ) -> bool:
+    "Whether `units` names a scale: 'auto', a key of `UNITS`, or 'db*N'."
+    try: return units == 'auto' or bool(units_converter(units))
+    except FloodsegInputError: return False
+
+# %% ../nbs/01_radiometry.ipynb #units-05
+def value_summary(img:np.ndarray, # (2, H, W) VV, VH; NaN or inf = no data
+                  max_pixels:int=65536, # judge a regular subsample of at most this many valid pixels
+                 ) -> dict:
+    "Per band (VV, VH) 1st, 50th and 99th percentiles of the valid pixels, whether they are all whole numbers, the share of negative values, and their count `n`."
+    img = np.asarray(img, np.float32)
+    v = img[:, np.isfinite(img).all(0)]
+    n = v.shape[1]
+    if not n: return dict(n=0)
+    v = v[:, ::-(-n // max_pixels)]
+    q = np.percentile(v, [1, 50, 99], axis=1)
+    return dict(n=n, p1=q[0].tolist(), median=q[1].tolist(), p99=q[2].tolist(), integer=bool((v == np.round(v)).all()), negative=float((v < 0).mean()))
+
+def _describe(s):
+    g = lambda x: f"{x:.4g}"
+    return (f"median VV {g(s['median'][0])}, VH {g(s['median'][1])}, 1-99 % range {g(min(s['p1']))} to {g(max(s['p99']))}"
+            + (', whole numbers' if s['integer'] else ''))
+
+# %% ../nbs/01_radiometry.ipynb #units-06
+def _db_like(s, k=1.):
+    "Do the values of summary `s`, divided by `k`, look like σ⁰ in dB?"
+    return (all(DB_MEDIAN[0] <= m / k <= DB_MEDIAN[1] for m in s['median']) and s['median'][1] < 0
+            and DB_RANGE[0] <= min(s['p1']) / k and max(s['p99']) / k <= DB_RANGE[1])
+
+def detect_units(img:np.ndarray, # (2, H, W) VV, VH that should be σ⁰; NaN or inf = no data
+                 name:str='',    # the file, for messages
+                ) -> str:
+    "'db', 'linear' (power) or 'amplitude': the scale of `img` judged from its valid values; `FloodsegInputError` when they fit none."
+    s = value_summary(img)
+    if not s['n'] or _db_like(s): return 'db'   # nothing to judge (all nodata), or dB
+    where, desc = f"{name}: " if name else '', _describe(s)
+    if s['integer']:
+        k = next((k for k in (10, 100, 1000) if _db_like(s, k)), None)
+        if k: raise FloodsegInputError(f"{where}values are not dB: they look like dB x {k} stored as whole numbers ({desc}); "
+                                       f"if so, say units='db*{k}' (--units 'db*{k}')")
+        if s['negative'] == 0: raise FloodsegInputError(
+            f"{where}values are not calibrated backscatter: they look like {'8-bit scaled values' if max(s['p99']) <= 255 else 'uncalibrated digital numbers'} "
+            f"({desc}); calibrate the scene to σ⁰ in dB or linear power first")
+    if min(s['median']) > 0 and s['negative'] < 0.05:
+        p = [10 * np.log10(m) for m in s['median']]
+        if all(DB_MEDIAN[0] <= x <= DB_MEDIAN[1] for x in p): return 'amplitude' if p[1] > AMPLITUDE_VH else 'linear'
+    raise FloodsegInputError(f"{where}values fit no known scale of σ⁰ (dB, linear power or amplitude): {desc}; "
+                             f"say which with units= (--units): {', '.join(UNITS)} or db*N")
+
+# %% ../nbs/01_radiometry.ipynb #units-07
+def resolve_units(img:np.ndarray, # (2, H, W) VV, VH as read (a sample of the scene is enough)
+                  units:str='auto', # 'auto', a key of `UNITS`, or 'db*N'
+                  layout:str='sen1floods11', # the layout the values come from: only dB layouts are checked
+                  name:str='',    # the file, for messages
+                  note:str|None=None, # what the conversion message names (default `name`: a folder of chips says it once)
+                 ) -> str|None:
+    "The units of `img` (None for layouts not in dB, such as ETCI's 8-bit tiles): `units`, or under 'auto' what `detect_units` finds, with a warning when that is not dB."
+    if not units_ok(units): units_converter(units)   # the error that says what is accepted
+    if LAYOUTS[layout].units != 'dB': return None
+    if units != 'auto': return str(units).lower()
+    found = detect_units(img, name)
+    if found != 'db':
+        warnings.warn(f"{note or name}: values look like linear {'power' if found == 'linear' else 'amplitude'}, not dB; converting them to dB "
+                      f"({'10' if found == 'linear' else '20'}·log10; say units='{found}' to silence this)", stacklevel=2)
+    return found
+
+def as_db(img:np.ndarray, # (2, H, W) VV, VH as read
+          units:str='auto', # 'auto', a key of `UNITS`, or 'db*N'
+          layout:str='sen1floods11', # the layout the values come from
+          name:str='',      # the file, for messages
+          note:str|None=None, # what the conversion message names
+         ) -> np.ndarray:
+    "`img` in dB (float32, NaN at nodata and at values with no dB), or as it is for layouts not in dB."
+    u = resolve_units(img, units, layout, name, note)
+    return img if u in (None, 'db') else units_converter(u)(img)
+
+# %% ../nbs/01_radiometry.ipynb #units-09
+def chip_units(img:np.ndarray, # (2, H, W) VV, VH of one chip as read
+               row,            # its chip-table row (`units` column optional)
+              ) -> np.ndarray:
+    "The chip in dB (`as_db` under the row's `units`, default 'auto'); a conversion is reported once per folder."
+    u = getattr(row, 'units', None)
+    return as_db(img, u if isinstance(u, str) else 'auto', row.layout, str(row.vv), note=str(Path(row.vv).parent))
+
+if chip_units not in READ_CHECKS: READ_CHECKS.append(chip_units)

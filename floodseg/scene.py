@@ -177,10 +177,12 @@ def predict_array(predictor:Predictor, # the model
                   overlap:int=128,   # tile overlap
                   progress:bool=False, # progress bar over tiles
                   timings:dict|None=None, # accumulates seconds per step
+                  units:str='auto',  # scale of `image`: 'auto', 'db', 'linear', 'amplitude' or 'db*N' (`floodseg.radiometry.as_db`)
                  ) -> np.ndarray:
     "Water probability (H, W) float32, NaN at nodata, of an in-memory image (standardised under the model's rule with the image's own statistics where it asks for them), tiled and blended by `prob_rows`."
     image = np.asarray(image, np.float32)
     if image.ndim != 3 or image.shape[0] != 2: raise FloodsegInputError(f"image must be (2, H, W) VV/VH, not {image.shape}")
+    image = as_db(image, units, layout, 'image')
     norm = predictor.norm(layout, image_stats(image))
     out = np.empty(image.shape[1:], np.float32)
     read = lambda r0, r1, c0, c1: image[:, r0:r1, c0:c1]
@@ -204,6 +206,7 @@ class SARScene:
     def __init__(self, path,   # 2-band GeoTIFF, or the VV file of a pair
                  vh:str|Path|None=None,      # the VH file of a pair
                  name:str|None=None,    # name for the outputs (default: the file name, without `_vv` for a pair)
+                 units:str='auto',      # scale of the values: 'auto' (judged from a reduced read), 'db', 'linear', 'amplitude' or 'db*N' (`floodseg.radiometry`)
                 ):
         self.paths = [Path(path)] + ([Path(vh)] if vh is not None else [])
         self.kind = 'sen1floods11' if vh is None else 'stac_overflow'
@@ -218,6 +221,9 @@ class SARScene:
                                                                                if vh is None else 'each file of a VV/VH pair needs 1 band'))
             if vh is not None: self._same_grid(*self.ds)
             self.bands = [(self.ds[0], 1), (self.ds[0], 2)] if vh is None else [(self.ds[0], 1), (self.ds[1], 1)]
+            h, w, self.units = *self.shape, 'db'   # raw values while the scale is judged
+            f = max(1., max(h, w) / 1024)
+            self.units = resolve_units(self.read(0, h, 0, w, out_shape=(max(1, round(h / f)), max(1, round(w / f)))), units, self.kind, str(self.paths[0]))
         except Exception:
             self.close(); raise
 
@@ -234,7 +240,7 @@ class SARScene:
     def read(self, r0:int, r1:int, c0:int, c1:int, # rows r0:r1, columns c0:c1
              out_shape:tuple|None=None, # (h, w) to read decimated (nearest neighbour, from overviews when the file has them)
             ) -> np.ndarray:
-        "VV, VH float32 (2, h, w) of a window, NaN wherever either band has no data."
+        "VV, VH float32 (2, h, w) of a window in dB, NaN wherever either band has no data."
         lay, win, bands = LAYOUTS[self.kind], Window(c0, r0, c1 - c0, r1 - r0), []
         for d, b in self.bands:
             try: x = d.read(b, window=win, out_shape=out_shape, resampling=Resampling.nearest).astype(np.float32)
@@ -242,6 +248,7 @@ class SARScene:
             for nd in {lay.image_nodata, d.nodata} - {None}: x[nodata_mask(x, nd)] = np.nan
             bands.append(x)
         img = np.stack(bands)
+        if self.units not in (None, 'db'): img = units_converter(self.units)(img)
         img[:, np.isnan(img).any(0)] = np.nan
         return img
 
@@ -330,10 +337,11 @@ def map_scene(predictor:Predictor, # the model
               progress:bool=True,      # progress bar over tiles
               timings:dict|None=None,  # accumulates seconds per step ('read', 'prepare', 'forward', 'blend', 'write', then one per format)
               options:dict|None=None,  # options of each format's writer, e.g. {'geojson': {'min_area': 500}}
+              units:str='auto',        # scale of a scene given by path ('auto', 'db', 'linear', 'amplitude', 'db*N'); a `SARScene` has its own
              ) -> dict:
     "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths."
     own = not isinstance(scene, SARScene)
-    scene = SARScene(scene) if own else scene
+    scene = SARScene(scene, units=units) if own else scene
     try:
         name = name or scene.name
         writers, targets = map_writers(fmt, quicklook), scene_outputs(out, name, fmt, quicklook)
@@ -487,6 +495,8 @@ def map_chips(predictor:Predictor, # the model
               overlap:int=128,         # tile overlap
               progress:bool=True,      # progress bar over each scene's tiles
               log=print,               # called with one line per scene (None: quiet)
+              units:str='auto',        # scale of the scenes' values ('auto', 'db', 'linear', 'amplitude', 'db*N'; `SARScene`)
+              skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch); scenes with only some are mapped again
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
     scenes = find_scenes(*paths)
@@ -496,21 +506,25 @@ def map_chips(predictor:Predictor, # the model
     inputs = {Path(p).resolve() for p in [*scenes.path, *scenes.vh.dropna()]}
     clash = [str(p) for t in targets.values() for p in t.values() if p.resolve() in inputs]
     if clash: raise FloodsegInputError(f"{clash[0]}: an output would replace an input scene; choose another output folder")
-    there = [str(p) for t in targets.values() for p in t.values() if p.exists()]
-    if there and not overwrite: raise FileExistsError(f"{len(there)} output file(s) exist already (e.g. {there[0]}); pass overwrite=True (--overwrite) to replace them")
-    out.mkdir(parents=True, exist_ok=True)
-    res = []
+    complete = {n for n, t in targets.items() if all(p.exists() for p in t.values())} if skip_existing else set()
+    there = [str(p) for n, t in targets.items() if n not in complete for p in t.values() if p.exists()]
+    if there and not (overwrite or skip_existing): raise FileExistsError(f"{len(there)} output file(s) exist already (e.g. {there[0]}); pass overwrite=True (--overwrite) to replace them")
+    made, res = not out.exists(), []   # `out` is created by the first scene mapped (`map_scene`); removed again if every scene failed
     for r in scenes.itertuples():
         t0, err, done = time.time(), r.problem if isinstance(r.problem, str) else None, {}
+        if r.name in complete:
+            if log: log(f"{r.name}: skipped, its outputs exist")
+            res.append(dict(name=r.name, path=r.path, vh=r.vh, error=None, skipped=True, **targets[r.name])); continue
         if err is None:
             try:
-                with SARScene(r.path, r.vh, name=r.name) as sc:
+                with SARScene(r.path, r.vh, name=r.name, units=units) as sc:
                     done = map_scene(predictor, sc, out, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
-                                     quicklook=quicklook, overwrite=overwrite, progress=progress, options=options)
+                                     quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options)
             except FloodsegInputError as e: err = str(e)
         share = done.get('water_pixels', 0) / max(done.get('valid_pixels', 0), 1)
         if log: log(f"{r.name}: " + (f"FAILED: {err}" if err else f"{time.time() - t0:.1f} s, water {share:.1%} of {done['valid_pixels']} valid pixels -> "
                                                               f"{', '.join(Path(done[k]).name for k in targets[r.name])}"))
-        res.append(dict(name=r.name, path=r.path, vh=r.vh, error=err, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
+        res.append(dict(name=r.name, path=r.path, vh=r.vh, error=err, skipped=False, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
                         water_share=share if done else None, **{k: done.get(k) for k in targets[r.name]}))
+    if made and out.is_dir() and not any(out.iterdir()): out.rmdir()
     return pd.DataFrame(res)
