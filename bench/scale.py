@@ -88,17 +88,18 @@ def main():
     print(rows[-2:], notes[-1], flush=True)
     if not a.skip_train:
         train = Path(sys.executable).parent/'floodseg_train'
-        base = [str(train), '--epochs', str(a.epochs), '--size', '256', '--bs', '4', '--lr', '1e-3', '--precision', 'fp32', '--keep', 'last']
+        base = [str(train), '--epochs', str(a.epochs), '--size', '256', '--lr', '1e-3', '--precision', 'fp32', '--keep', 'last']
         launch = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no']
         env = dict(os.environ, OMP_NUM_THREADS='1')
-        for n, cmd in [(1, [sys.executable] + base), (2, launch + base)]:
+        for n, bs, cmd in [(1, 4, [sys.executable] + base), (2, 4, launch + base), (2, 2, launch + base)]:
             t = time.perf_counter()
-            r = subprocess.run(cmd + ['--out', str(tmp/f'train_{n}')], capture_output=True, text=True, env=env)
+            r = subprocess.run(cmd + ['--bs', str(bs), '--out', str(tmp/f'train_{n}_{bs}')], capture_output=True, text=True, env=env)
             if r.returncode: raise RuntimeError(r.stderr[-3000:])
             wall = time.perf_counter() - t
-            h = json.loads((tmp/f'train_{n}'/'metrics.json').read_text())['history'][-1]
-            rows.append(dict(what=f'floodseg_train, embedded sample, {a.epochs} epochs at 256², {n} process(es) (bs 4 each)', wall_s=round(wall, 1),
-                             speed_up=round(rows[-1]['wall_s'] / wall, 2) if n == 2 else 1.0,
+            h = json.loads((tmp/f'train_{n}_{bs}'/'metrics.json').read_text())['history'][-1]
+            if n == 1: t1 = wall
+            rows.append(dict(what=f'floodseg_train, embedded sample, {a.epochs} epochs at 256², {n} process(es), bs {bs} each ({n * bs} per step)', wall_s=round(wall, 1),
+                             speed_up=round(t1 / wall, 2),
                              peak_mb_per_worker=f"valid loss {h['valid_loss']:.3f}, water IoU {h['water_iou']:.3f}"))
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows).rename(columns=dict(peak_mb_per_worker='peak MB per worker / metrics'))
