@@ -39,6 +39,7 @@ def require(module:str, # the module to import, e.g. 'distributed' or 'accelerat
 # %% ../nbs/16_distributed.ipynb #dist-09
 @contextmanager
 def dask_client(spec:str, # 'local:N' (a LocalCluster of N single-threaded worker processes on this machine) or a scheduler address 'tcp://host:port'
+                timeout:str='20s', # how long to wait for a scheduler to answer
                ):
     "A `distributed.Client` for `spec`, closed (with its cluster) when the block ends."
     dd = require('distributed', f'--dask {spec}')
@@ -48,7 +49,9 @@ def dask_client(spec:str, # 'local:N' (a LocalCluster of N single-threaded worke
         with dd.LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True, dashboard_address=None) as cluster, dd.Client(cluster) as client:
             yield client
     elif '://' in spec:
-        with dd.Client(spec) as client: yield client
+        try: client = dd.Client(spec, timeout=timeout)
+        except (OSError, TimeoutError) as e: raise CliError(f"--dask {spec}: no Dask scheduler answered ({e})") from None
+        with client: yield client
     else: raise CliError(f"--dask must be local:N or a scheduler address like tcp://host:8786, not {spec!r}")
 
 # %% ../nbs/16_distributed.ipynb #dist-13
