@@ -14,7 +14,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from typing import Annotated
 from fastcore.script import call_parse, CliError
-from fastai.vision.all import set_seed
+from fastai.vision.all import set_seed, num_distrib, rank_distrib
 import floodseg
 from .io import *
 from .radiometry import *
@@ -130,6 +130,10 @@ def floodseg_train(
                valid_pct=(0 < valid_pct < 1, f"between 0 and 1, not {valid_pct}"), keep_dry=(0 < keep_dry <= 1, f"in (0, 1], not {keep_dry}"),
                precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"),
                seed=(seed >= 0, f">= 0, not {seed}"), units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
+    par = num_distrib() > 1   # started by `accelerate launch` with several processes: train in all, write from rank 0
+    if par:
+        from floodseg.distributed import distrib_training, rank0_output   # here only: it needs the 'distributed' extra
+        if budget: raise CliError("floodseg_train: --budget counts this process's CPU time, which differs between processes; use --epochs with accelerate launch")
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_train: {out} exists; choose another --out or pass --overwrite")
     try: chips, valid = train_chips(data, valid_events, valid_split)
@@ -140,7 +144,7 @@ def floodseg_train(
     try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, norm=norm, land_stats=land_stats, valid_pct=valid_pct, progress=show_progress(),
                                val_bs=1 if chips.layout.nunique() > 1 else None, **valid)   # whole chips of different sizes
     except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_train: {e}") from None
-    with atomic_output(out, overwrite) as tmp:
+    with (rank0_output if par else atomic_output)(out, overwrite) as tmp:
         learn = flood_learner(dls, arch=arch, cut=cut, loss=loss, precision=precision, path=tmp)
         cbs = []
         if wandb:
@@ -149,8 +153,9 @@ def floodseg_train(
             run = wandb_run(dir=tmp, config=dict(data=[str(p) for p in data] if data else str(sample_path()), seed=seed))
             cbs.append(FloodWandbCallback())
         print(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}")
-        with (contextlib.nullcontext() if show_progress() else learn.no_bar()):
+        with (contextlib.nullcontext() if show_progress() else learn.no_bar()), (distrib_training(learn) if par else contextlib.nullcontext()):
             used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best', budget=budget or None)
+        if rank_distrib(): return None   # the other processes of a launched group: rank 0 writes the outputs
         if wandb: run.finish()
         names = list(learn.recorder.metric_names[1:-1])
         hist = [dict(zip(names, map(float, v))) | dict(epoch=i + 1) for i, v in enumerate(learn.recorder.values)]
@@ -192,6 +197,7 @@ def floodseg_predict(
     overwrite:bool=False,     # replace existing outputs
     units:str='auto',         # scale of the scenes' values: auto (judged per scene; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
     skip_existing:bool=False, # folder mode: skip scenes whose outputs all exist, so that a stopped batch resumes (scenes with some outputs are mapped again)
+    dask:str=None,            # map the scenes on Dask distributed, one task per scene: local:N (N worker processes here) or tcp://host:port (a running scheduler)
 ):
     "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs and a quicklook per scene, GeoJSON water outlines, or the STAC Overflow format."
     matplotlib.use('Agg')
@@ -210,9 +216,12 @@ def floodseg_predict(
     check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
     geojson = {k: v for k, v in dict(min_area=min_area, simplify=simplify).items() if v is not None}
     try:
-        pred = Predictor.from_folder(model, device=device, precision=precision, tta=tta, bs=bs)
-        res = map_chips(pred, *scenes, out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile,
-                        overlap=overlap, options=dict(geojson=geojson), progress=show_progress(), units=units, skip_existing=skip_existing)
+        kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=dict(geojson=geojson),
+                  progress=show_progress(), units=units, skip_existing=skip_existing)
+        if dask:
+            from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
+            with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
+        else: res = map_chips(Predictor.from_folder(model, device=device, precision=precision, tta=tta, bs=bs), *scenes, **kw)
     except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
     bad = res[res.error.notna()]
     print(f"mapped {len(res) - len(bad)} of {len(res)} scene(s) into {out}/")

@@ -72,13 +72,18 @@ class _PooledWater(Metric):
     "Accumulates true positives, false positives and false negatives of the water class over valid pixels."
     def __init__(self, thresh:float|None=None): store_attr()  # water-probability threshold; None: argmax
     def reset(self): self.tp = self.fp = self.fn = 0
-    def accumulate(self, learn):
-        self.update(learn.pred, learn.y)
-    def update(self, pred, targ):
+    def accumulate(self, learn):   # counts per chip, gathered from every process in distributed training (`learn.to_detach` drops DistributedDL's padding)
+        self._add(learn.to_detach(self.counts(learn.pred, learn.y)))
+    def update(self, pred, targ): self._add(self.counts(pred, targ))
+    def counts(self, pred, targ) -> torch.Tensor:
+        "(B, 3) true positives, false positives and false negatives of water per chip."
         pred, targ = pred.as_subclass(torch.Tensor), targ.as_subclass(torch.Tensor)
         w = pred.argmax(1) == WATER if self.thresh is None else pred.softmax(1)[:, WATER] > self.thresh
         t, valid = targ == WATER, targ != IGNORE
-        self.tp += int((w & t & valid).sum()); self.fp += int((w & ~t & valid).sum()); self.fn += int((~w & t & valid).sum())
+        return torch.stack([(a & valid).flatten(1).sum(1) for a in (w & t, w & ~t, ~w & t)], 1)
+    def _add(self, c):
+        tp, fp, fn = map(int, c.sum(0))
+        self.tp += tp; self.fp += fp; self.fn += fn
 
 # %% ../nbs/04_learner.ipynb #808e4966-1
 class WaterIoU(_PooledWater):

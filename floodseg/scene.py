@@ -29,9 +29,9 @@ from .metrics import scene_iou
 
 # %% auto #0
 __all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'GDAL_CACHE_MB', 'WRITERS', 'tile_offsets', 'axis_overlap', 'taper',
-           'blend_window', 'axis_weight_sum', 'check_tiling', 'TilePlan', 'tile_row', 'prob_rows', 'predict_array',
-           'SARScene', 'scene_outputs', 'save_quicklook', 'map_scene', 'MapWriter', 'map_writers', 'show_scene',
-           'find_scenes', 'map_chips']
+           'blend_window', 'axis_weight_sum', 'check_tiling', 'TilePlan', 'tile_row', 'sequential_rows', 'prob_rows',
+           'predict_array', 'SARScene', 'scene_outputs', 'save_quicklook', 'map_scene', 'MapWriter', 'map_writers',
+           'show_scene', 'find_scenes', 'plan_chips', 'map_chip', 'chip_line', 'map_chips']
 
 # %% ../nbs/11_scene.ipynb #fabb9967
 def tile_offsets(n:int,       # pixels along one axis of the scene
@@ -138,6 +138,17 @@ def tile_row(read,               # read(row0, row1, col0, col1) -> float32 (2, h
         if step is not None: step(len(cs))
     return acc, valid
 
+# %% ../nbs/11_scene.ipynb #da30542b-seq
+def sequential_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, h, w) VV, VH, NaN at nodata
+                    plan:TilePlan,      # the scene's tiles
+                    predictor:Predictor, # the model
+                    norm:dict,          # the statistics that standardise the scene (`Predictor.norm`)
+                    timings:dict|None=None, # accumulates seconds per step
+                    step=None,          # called with the number of tiles done after each batch (progress)
+                   ):
+    "The default executor of `prob_rows`: `tile_row` of each tile row, top to bottom, in this process."
+    for k in range(len(plan.rows)): yield tile_row(read, plan, k, predictor, norm, timings, step)
+
 # %% ../nbs/11_scene.ipynb #da30542b-2
 def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, h, w) VV, VH, NaN at nodata
               shape:tuple,        # (height, width) of the scene
@@ -147,6 +158,7 @@ def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, 
               overlap:int=128,    # pixels shared by neighbouring tiles (at most tile/2)
               progress:bool=True, # progress bar over tiles
               timings:dict|None=None, # accumulates seconds spent in 'read', 'prepare', 'forward' and 'blend'
+              executor=None,      # yields each tile row's `tile_row` result, in order, from the same arguments (default `sequential_rows`; `floodseg.distributed.DaskRows` on a cluster)
              ):
     "Yield `(row0, prob)` for finished rows, top to bottom: blended water probability, float32 (rows, width), NaN at nodata."
     plan = TilePlan(shape, tile, overlap)
@@ -157,8 +169,7 @@ def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, 
         done += n
         if pb is not None: pb.update(done)
     if pb is not None: pb.update(0)
-    for k in range(len(plan.rows)):
-        s, v = tile_row(read, plan, k, predictor, norm, timings, step)
+    for k, (s, v) in enumerate((executor or sequential_rows)(read, plan, predictor, norm, timings, step)):
         r, _, n = plan.span(k)
         with _timer(timings, 'blend'):
             acc += s; valid |= v
@@ -304,7 +315,7 @@ def _quicklook(scene, mask_path, path, max_size=1024):
     return save_quicklook(overlay(false_colour(*img), mask), title, path)
 
 # %% ../nbs/11_scene.ipynb #8c3d5743-3
-def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings):
+def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor=None):
     "Write the blended probability and its mask row by row into plain GeoTIFFs in `tmp`: the raw maps every writer starts from."
     h, w = scene.shape
     prof = dict(driver='GTiff', width=w, height=h, count=1, crs=scene.crs, transform=scene.transform, bigtiff='IF_SAFER')
@@ -313,7 +324,7 @@ def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings):
             rasterio.open(raw['mask'], 'w', dtype='uint8', nodata=MASK_NODATA, **prof)]
     n_valid = n_water = 0
     try:
-        for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings):
+        for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings, executor):
             with _timer(timings, 'write'):
                 win, m = Window(0, r, w, len(p)), (p > predictor.threshold).astype(np.uint8)
                 n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum())
@@ -338,6 +349,7 @@ def map_scene(predictor:Predictor, # the model
               timings:dict|None=None,  # accumulates seconds per step ('read', 'prepare', 'forward', 'blend', 'write', then one per format)
               options:dict|None=None,  # options of each format's writer, e.g. {'geojson': {'min_area': 500}}
               units:str='auto',        # scale of a scene given by path ('auto', 'db', 'linear', 'amplitude', 'db*N'); a `SARScene` has its own
+              executor=None,           # where the tile rows are predicted (`prob_rows`; default: here, one after the other)
              ) -> dict:
     "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths."
     own = not isinstance(scene, SARScene)
@@ -353,7 +365,7 @@ def map_scene(predictor:Predictor, # the model
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):   # in bytes: a small number would be read as bytes too
-                raw, n_valid, n_water = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings)
+                raw, n_valid, n_water = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor)
                 if not n_valid: warnings.warn(f"{scene.paths[0]}: every input pixel is nodata, so the outputs are all nodata")
                 done = {}
                 for f, wr in writers.items():
@@ -482,6 +494,55 @@ def find_scenes(*paths) -> pd.DataFrame:
     df.loc[dup, 'problem'] = [f"{p}: another scene has the name {n!r}; their outputs would overwrite each other" for p, n in zip(df.path[dup], df.name[dup])]
     return df
 
+# %% ../nbs/11_scene.ipynb #07ff8e4c-plan
+def plan_chips(*paths,             # scene files and/or folders of them
+               out='floodseg_maps', # output folder
+               fmt:str|list='cog',  # output format(s), names in `WRITERS`
+               quicklook:bool=True, # PNG quicklooks (with 'cog')
+               overwrite:bool=False, # replace existing outputs
+               skip_existing:bool=False, # mark scenes whose outputs all exist (`skip`) instead of refusing them
+              ) -> tuple:
+    "The checks of a batch before anything is mapped or created: `(scenes, targets)`, the `find_scenes` table (with `skip`) and each scene's output files."
+    scenes = find_scenes(*paths)
+    if not len(scenes): raise FloodsegInputError(f"{', '.join(map(str, paths))}: no GeoTIFF scenes found")
+    out = Path(out)
+    targets = {r.name: scene_outputs(out, r.name, fmt, quicklook) for r in scenes.itertuples()}
+    inputs = {Path(p).resolve() for p in [*scenes.path, *scenes.vh.dropna()]}
+    clash = [str(p) for t in targets.values() for p in t.values() if p.resolve() in inputs]
+    if clash: raise FloodsegInputError(f"{clash[0]}: an output would replace an input scene; choose another output folder")
+    scenes['skip'] = [skip_existing and all(p.exists() for p in targets[n].values()) for n in scenes.name]
+    there = [str(p) for n, s in zip(scenes.name, scenes.skip) if not s for p in targets[n].values() if p.exists()]
+    if there and not (overwrite or skip_existing): raise FileExistsError(f"{len(there)} output file(s) exist already (e.g. {there[0]}); pass overwrite=True (--overwrite) to replace them")
+    return scenes, targets
+
+# %% ../nbs/11_scene.ipynb #07ff8e4c-one
+def map_chip(predictor:Predictor, # the model
+             r:dict,                  # one row of `plan_chips`' scenes (a dict)
+             out,                     # output folder
+             keys:dict,               # the scene's output files (`plan_chips`' targets)
+             units:str='auto',        # scale of the scene's values (`SARScene`)
+             **kwargs,                # `map_scene` options (`fmt`, `tile`, `overlap`, `layout`, ...)
+            ) -> dict:
+    "Map one scene of a batch: its result row, with the message of a `FloodsegInputError` in `error` instead of raising it; a scene marked `skip` is not mapped."
+    if r.get('skip'): return dict(name=r['name'], path=r['path'], vh=r['vh'], error=None, skipped=True, **{k: str(v) for k, v in keys.items()})
+    t0, err, done = time.time(), r['problem'] if isinstance(r['problem'], str) else None, {}
+    if err is None:
+        try:
+            with SARScene(r['path'], r['vh'] if isinstance(r['vh'], (str, Path)) else None, name=r['name'], units=units) as sc: done = map_scene(predictor, sc, out, **kwargs)
+        except FloodsegInputError as e: err = str(e)
+    share = done.get('water_pixels', 0) / max(done.get('valid_pixels', 0), 1)
+    return dict(name=r['name'], path=r['path'], vh=r['vh'], error=err, skipped=False, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
+                water_share=share if done else None, **{k: done.get(k) for k in keys})
+
+def chip_line(row:dict) -> str:
+    "The log line of one scene of a batch (`map_chip`'s result)."
+    if row.get('skipped'): return f"{row['name']}: skipped, its outputs exist"
+    outs = [Path(v).name for k, v in row.items() if k not in _ROW_KEYS and v is not None]
+    return f"{row['name']}: " + (f"FAILED: {row['error']}" if row['error'] else
+                                 f"{row['seconds']:.1f} s, water {row['water_share']:.1%} of {row['valid_pixels']} valid pixels -> {', '.join(outs)}")
+
+_ROW_KEYS = ('name', 'path', 'vh', 'error', 'skipped', 'seconds', 'valid_pixels', 'water_share')
+
 # %% ../nbs/11_scene.ipynb #07ff8e4c-2
 def map_chips(predictor:Predictor, # the model
               *paths,                  # scene files and/or folders of them
@@ -499,32 +560,11 @@ def map_chips(predictor:Predictor, # the model
               skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch); scenes with only some are mapped again
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
-    scenes = find_scenes(*paths)
-    if not len(scenes): raise FloodsegInputError(f"{', '.join(map(str, paths))}: no GeoTIFF scenes found")
-    out = Path(out)
-    targets = {r.name: scene_outputs(out, r.name, fmt, quicklook) for r in scenes.itertuples()}
-    inputs = {Path(p).resolve() for p in [*scenes.path, *scenes.vh.dropna()]}
-    clash = [str(p) for t in targets.values() for p in t.values() if p.resolve() in inputs]
-    if clash: raise FloodsegInputError(f"{clash[0]}: an output would replace an input scene; choose another output folder")
-    complete = {n for n, t in targets.items() if all(p.exists() for p in t.values())} if skip_existing else set()
-    there = [str(p) for n, t in targets.items() if n not in complete for p in t.values() if p.exists()]
-    if there and not (overwrite or skip_existing): raise FileExistsError(f"{len(there)} output file(s) exist already (e.g. {there[0]}); pass overwrite=True (--overwrite) to replace them")
-    made, res = not out.exists(), []   # `out` is created by the first scene mapped (`map_scene`); removed again if every scene failed
-    for r in scenes.itertuples():
-        t0, err, done = time.time(), r.problem if isinstance(r.problem, str) else None, {}
-        if r.name in complete:
-            if log: log(f"{r.name}: skipped, its outputs exist")
-            res.append(dict(name=r.name, path=r.path, vh=r.vh, error=None, skipped=True, **targets[r.name])); continue
-        if err is None:
-            try:
-                with SARScene(r.path, r.vh, name=r.name, units=units) as sc:
-                    done = map_scene(predictor, sc, out, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
-                                     quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options)
-            except FloodsegInputError as e: err = str(e)
-        share = done.get('water_pixels', 0) / max(done.get('valid_pixels', 0), 1)
-        if log: log(f"{r.name}: " + (f"FAILED: {err}" if err else f"{time.time() - t0:.1f} s, water {share:.1%} of {done['valid_pixels']} valid pixels -> "
-                                                              f"{', '.join(Path(done[k]).name for k in targets[r.name])}"))
-        res.append(dict(name=r.name, path=r.path, vh=r.vh, error=err, skipped=False, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
-                        water_share=share if done else None, **{k: done.get(k) for k in targets[r.name]}))
-    if made and out.is_dir() and not any(out.iterdir()): out.rmdir()
+    scenes, targets = plan_chips(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
+    made, res = not Path(out).exists(), []   # `out` is created by the first scene mapped (`map_scene`); removed again if every scene failed
+    for r in scenes.to_dict('records'):
+        res.append(map_chip(predictor, r, out, targets[r['name']], units=units, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
+                            quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options))
+        if log: log(chip_line(res[-1]))
+    if made and Path(out).is_dir() and not any(Path(out).iterdir()): Path(out).rmdir()
     return pd.DataFrame(res)
