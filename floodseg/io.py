@@ -258,7 +258,7 @@ def nodata_mask(x:np.ndarray, # values (any shape)
     return bad
 
 # %% ../nbs/00_io.ipynb #0b54d35b-3
-READ_CHECKS = []   # functions (image, row) -> image that `read_sar` applies to every chip: `floodseg.radiometry` adds its units guard (dB out, or an error)
+READ_CHECKS = {}   # name -> function (image, row) -> image that `read_sar` applies to every chip: `floodseg.radiometry` registers its units guard (dB out, or an error)
 
 def read_sar(row # one row of a chip table
             ) -> tuple[np.ndarray, np.ndarray, Raster]:
@@ -273,7 +273,7 @@ def read_sar(row # one row of a chip table
     for r, b in [(vv, img[:1]), (vh, img[1:])]:
         for nd in {lay.image_nodata, r.nodata} - {None}: bad |= nodata_mask(b, nd).any(0)
     img[:, bad] = np.nan
-    for check in READ_CHECKS: img = check(img, row)
+    for check in READ_CHECKS.values(): img = check(img, row)
     bad = np.isnan(img).any(0)
     img[:, bad] = np.nan
     return img, ~bad, vv

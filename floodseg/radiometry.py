@@ -265,4 +265,4 @@ def chip_units(img:np.ndarray, # (2, H, W) VV, VH of one chip as read
     u = getattr(row, 'units', None)
     return as_db(img, u if isinstance(u, str) else 'auto', row.layout, str(row.vv), note=str(Path(row.vv).parent))
 
-if chip_units not in READ_CHECKS: READ_CHECKS.append(chip_units)
+READ_CHECKS['units'] = chip_units   # a registry by name: importing or re-running this twice keeps one guard
