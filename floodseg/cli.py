@@ -30,8 +30,9 @@ from .adapt import *
 from .scene import *
 
 # %% auto #0
-__all__ = ['UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'device_ok', 'train_chips', 'plot_training',
-           'floodseg_train', 'floodseg_predict', 'evaluation_chips', 'floodseg_evaluate', 'floodseg_adapt']
+__all__ = ['UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup', 'device_ok',
+           'train_chips', 'plot_training', 'floodseg_train', 'floodseg_predict', 'evaluation_chips',
+           'floodseg_evaluate', 'floodseg_adapt']
 
 # %% ../nbs/13_cli.ipynb #check-01
 def check_args(cmd:str, # the command, for the message
@@ -44,6 +45,16 @@ def check_args(cmd:str, # the command, for the message
 def show_progress() -> bool:
     "Progress bars only when stderr is a terminal."
     return sys.stderr.isatty()
+
+# %% ../nbs/13_cli.ipynb #setup-01
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    "A warning as a command prints it: its category and message on one line."
+    return f"{category.__name__}: {message}\n"
+
+def command_setup():
+    "What every floodseg command does first: figures without a display, warnings as one line (`one_line_warning`)."
+    matplotlib.use('Agg')
+    warnings.formatwarning = one_line_warning
 
 # %% ../nbs/13_cli.ipynb #check-05
 def device_ok(device:str|None # a torch device name, or None for the default
@@ -121,7 +132,7 @@ def floodseg_train(
     units:str='auto',       # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
 ):
     "Train a flood segmentation model on Sentinel-1 chips and save it with its metrics and figures."
-    matplotlib.use('Agg')
+    command_setup()
     check_args('floodseg_train', epochs=(epochs > 0 or budget > 0, f"a positive number of epochs (or give --budget), not {epochs}"),
                budget=(budget >= 0, f"a number of CPU minutes >= 0, not {budget}"), bs=(bs > 0, f"a positive batch size, not {bs}"),
                size=(size > 0 and size % 32 == 0, f"a positive multiple of 32, not {size}"), lr=(lr >= 0, f">= 0 (0: lr_find), not {lr}"),
@@ -200,7 +211,7 @@ def floodseg_predict(
     dask:str=None,            # map the scenes on Dask distributed, one task per scene: local:N (N worker processes here) or tcp://host:port (a running scheduler)
 ):
     "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs and a quicklook per scene, GeoJSON water outlines, or the STAC Overflow format."
-    matplotlib.use('Agg')
+    command_setup()
     if model == SHIPPED and scenes and _is_model_folder(scenes[0]): model, scenes = scenes[0], scenes[1:]   # the form MODEL SCENE...
     if not scenes: raise CliError("floodseg_predict: name at least one scene file or folder")
     check_args('floodseg_predict', tile=(tile > 0 and tile % 32 == 0, f"a positive multiple of 32, not {tile}"),
@@ -306,7 +317,7 @@ def floodseg_evaluate(
     units:str='auto',       # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N
 ):
     "Judge a saved model and the threshold baselines on a dataset: metrics tables, figures and a Markdown report."
-    matplotlib.use('Agg')
+    command_setup()
     if data is None: raise CliError("floodseg_evaluate: give --data (a dataset folder)")
     check_args('floodseg_evaluate', bs=(bs > 0, f"a positive number of chips, not {bs}"), n_show=(n_show > 0, f"a positive number of tiles, not {n_show}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), data=(Path(data).is_dir(), f"a dataset folder, not {data!r} (no such folder)"))
@@ -361,6 +372,7 @@ def floodseg_adapt(
     units:str='auto',         # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N
 ):
     "Self-train a model on confident pseudo-labels of a new flood event's own chips (without their labels) and save the adapted model."
+    command_setup()
     if data is None: raise CliError("floodseg_adapt: give --data (a dataset folder holding the new event's chips)")
     check_args('floodseg_adapt', budget=(budget > 0, f"a positive number of CPU minutes, not {budget}"), lr=(lr > 0, f"positive, not {lr}"),
                lo=(0 < lo < hi, f"between 0 and --hi, not {lo}"), hi=(lo < hi < 1, f"between --lo and 1, not {hi}"),
