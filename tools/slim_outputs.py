@@ -41,8 +41,8 @@ def slim(b64, max_width, max_kb):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--max-width', type=int, default=700)
-    p.add_argument('--max-kb', type=int, default=90)
+    p.add_argument('--max-width', type=int, default=600)
+    p.add_argument('--max-kb', type=int, default=60)
     p.add_argument('--check', action='store_true')
     a = p.parse_args()
     root = Path(__file__).resolve().parent.parent/'nbs'
