@@ -258,11 +258,16 @@ def as_db(img:np.ndarray, # (2, H, W) VV, VH as read
     return img if u in (None, 'db') else units_converter(u)(img)
 
 # %% ../nbs/01_radiometry.ipynb #units-09
+_JUDGED = {}   # (file, its mtime, units asked) -> units found: a chip is judged once, not at every read (training reads each chip every epoch)
+
 def chip_units(img:np.ndarray, # (2, H, W) VV, VH of one chip as read
                row,            # its chip-table row (`units` column optional)
               ) -> np.ndarray:
-    "The chip in dB (`as_db` under the row's `units`, default 'auto'); a conversion is reported once per folder."
+    "The chip in dB (`resolve_units` under the row's `units`, default 'auto', judged at the chip's first read); a conversion is reported once per folder."
     u = getattr(row, 'units', None)
-    return as_db(img, u if isinstance(u, str) else 'auto', row.layout, str(row.vv), note=str(Path(row.vv).parent))
+    u = u if isinstance(u, str) else 'auto'
+    key = (str(row.vv), Path(row.vv).stat().st_mtime_ns, u)
+    if key not in _JUDGED: _JUDGED[key] = resolve_units(img, u, row.layout, str(row.vv), note=str(Path(row.vv).parent))
+    return img if _JUDGED[key] in (None, 'db') else units_converter(_JUDGED[key])(img)
 
 READ_CHECKS['units'] = chip_units   # a registry by name: importing or re-running this twice keeps one guard
