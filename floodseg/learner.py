@@ -285,10 +285,10 @@ def build_model(cfg:dict # a model config (`learn.floodseg_config`, or a saved `
 # %% ../nbs/04_learner.ipynb #load-checks
 def _check_config(cfg:dict, cf:Path):
     "`FloodsegInputError` naming `cf` when a model config holds values no floodseg model can have."
-    bad = [(k, v, want) for k, ok, want in [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
-                                            ('threshold', isinstance(cfg['threshold'], (int, float)) and 0 < cfg['threshold'] < 1, 'in (0, 1)')]
-           if not ok for v in [cfg[k]]]
-    if bad: raise FloodsegInputError(f"{cf}: {bad[0][0]} is {bad[0][1]!r}; a floodseg model needs {bad[0][2]}")
+    checks = [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
+              ('threshold', isinstance(cfg['threshold'], (int, float)) and 0 < cfg['threshold'] < 1, 'in (0, 1)')]
+    for k, ok, want in checks:
+        if not ok: raise FloodsegInputError(f"{cf}: {k} is {cfg[k]!r}; a floodseg model needs {want}")
     st = cfg['stats']
     ok = lambda s: isinstance(s, dict) and all(len(s.get(k) or []) == 2 for k in ('mean', 'std')) and all(x > 0 for x in s['std'])
     if not isinstance(st, dict) or not st: raise FloodsegInputError(f"{cf}: no normalisation statistics ('stats' is {st!r}); the model cannot standardise any layout")
