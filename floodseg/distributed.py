@@ -201,4 +201,4 @@ def rank0_output(path,                # the folder to write
     "`atomic_output` in rank 0; in the other processes of a launched group, the same temporary path, neither created nor moved (they write nothing)."
     if is_rank0():
         with atomic_output(path, overwrite) as tmp: yield tmp
-    else: yield Path(path).with_name(f'.{Path(path).name}.tmp')
+    else: yield temp_path(path)

@@ -25,8 +25,8 @@ from fastprogress.fastprogress import progress_bar
 __all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_CHECKS', 'FloodsegInputError', 'Layout',
            'register_layout', 'chip_reader', 'sample_path', 'shared_data', 'sen1floods11_chips', 'stac_overflow_chips',
            'etci2021_chips', 'detect_layout', 'chip_table', 'Raster', 'read_raster', 'SARChip', 'nodata_mask',
-           'read_sar', 'map_label', 'read_label', 'read_chip', 'etci_event_scene', 'atomic_output', 'atomic_write_text',
-           'survey_chips']
+           'read_sar', 'map_label', 'read_label', 'read_chip', 'etci_event_scene', 'temp_path', 'atomic_output',
+           'atomic_write_text', 'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -342,6 +342,10 @@ def etci_event_scene(chips:pd.DataFrame, # an ETCI chip table (`etci2021_chips`)
 
 
 # %% ../nbs/00_io.ipynb #dbf50ce2
+def temp_path(path) -> Path:
+    "The hidden temporary name beside `path` that `atomic_output` writes to (`.<name>.tmp`)."
+    return Path(path).with_name(f'.{Path(path).name}.tmp')
+
 @contextmanager
 def atomic_output(path,                # the file or folder to write
                   overwrite:bool=False, # replace `path` if it exists (else a `FileExistsError`)
@@ -350,7 +354,7 @@ def atomic_output(path,                # the file or folder to write
     "Yield a temporary path beside `path`; when the block completes it replaces `path`, when it fails it is removed."
     path = Path(path)
     if path.exists() and not overwrite: raise FileExistsError(f"{path} exists; choose another name or allow overwriting")
-    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp = temp_path(path)
     shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)   # leftover of a killed run
     if folder: tmp.mkdir(parents=True)
     else: tmp.parent.mkdir(parents=True, exist_ok=True)
