@@ -91,6 +91,9 @@ RECIPES = {
     'auto_ce_land': dict(BASE, loss='ce', land=True),
     'auto_ce_ema': dict(BASE, loss='ce', ema=0.98),
     'auto_ce_land_c3': dict(BASE, loss='ce', land=True, cut=-3),   # the default with ResNet18 up to stage 3
+    'auto_ce_land_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1.),
+    'auto_ce_land_r34c3': dict(BASE, loss='ce', land=True, cut=-3, arch='resnet34'),
+    'ownland_c3': dict(BASE, loss='ce', land=True, cut=-3, norm='auto_land'),   # the default with 8-bit events standardised by their own land
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -109,6 +112,9 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'auto_ce_land': 'plain cross-entropy with the land statistics',
     'auto_ce_ema': 'plain cross-entropy with weight averaging',
     'auto_ce_land_c3': 'receptive field at the inference budget: the default (auto_ce_land) with ResNet18 up to stage 3 (cut -3, 0.036 s per 256² tile in bf16)',
+    'auto_ce_land_c3_jitter': 'radiometry: the default with random gain (±15 %) and offset (±0.25 sd) per channel and tile, the spread between events',
+    'ownland_c3': "radiometry: the default with each 8-bit event standardised with its own land (`land_stats`: trimmed statistics that do not move with the event's water share)",
+    'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16)',
 }
 
 def fold_chips(fold):
@@ -374,8 +380,33 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
         for e in ens:
             lines.append(f"| {e['recipe']} | {e['fold']} | {e['budget_cpu_min']:g} | {len(e['members'])} | {np.mean(e['member_iou']):.3f} | {e['iou']:.3f} | {e['iou'] - np.mean(e['member_iou']):+.3f} |")
         lines.append("")
+    lines += infer_markdown()
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+def infer_markdown():
+    "Sections for the inference-side levers of `bench/infer_levers.py` (TTA subsets, mostly-water scenes), if they were run."
+    lines, d = [], OUT/'infer'
+    tta = [json.loads(f.read_text()) for f in sorted(d.glob('*_tta.json'))] if d.exists() else []
+    if tta:
+        t = pd.DataFrame([dict(recipe=r['model'].rsplit('_', 3)[0], fold=r['fold'], **{s: v['iou'] for s, v in r['scores'].items()}) for r in tta])
+        lines += ["## Test-time augmentation subsets (`bench/infer_levers.py --tta`; threshold 0.5, the same saved models)", "",
+                  "x1 = no TTA, x2 = identity + horizontal flip, x4 = identity, both flips and 180° rotation; inference cost x1, x2, x4.", "",
+                  "| recipe | fold | models | x1 | x2 | x4 | gain of x2 | gain of x4 |", "|---|---|---|---|---|---|---|---|"]
+        for (rec, f), g in t.groupby(['recipe', 'fold']):
+            lines.append(f"| {rec} | {f} | {len(g)} | {g.x1.mean():.3f} | {g.x2.mean():.3f} | {g.x4.mean():.3f} | {(g.x2 - g.x1).mean():+.3f} | {(g.x4 - g.x1).mean():+.3f} |")
+        lines.append("")
+    water = [json.loads(f.read_text()) for f in sorted(d.glob('*_water.json'))] if d.exists() else []
+    if water:
+        lines += ["## Mostly-water scenes (`bench/infer_levers.py --water`): the held-out event's water-richest tiles, standardised three ways", "",
+                  "`own` = the scene's own statistics under the model's rule (`auto`: all valid pixels; `auto_land`: its land, `land_stats`); "
+                  "`event` = the whole event's all-pixel statistics; `stored` = the training statistics. Water IoU at 0.5.", "",
+                  "| model | tiles | labelled water share | water share seen on the stored scale | own | event | stored |", "|---|---|---|---|---|---|---|"]
+        for w in water:
+            for r in w['scenes']:
+                lines.append(f"| {w['model']} | {r['tiles']} | {r['water_share']:.3f} | {r['dark_share_stored']:.3f} | {r['own']:.3f} | {r['event']:.3f} | {r['stored']:.3f} |")
+        lines.append("")
+    return lines
 
 class SeedEnsemble:
     "EXPERIMENT: the mean water probability of several predictors of one recipe (its seeds); inputs are standardised under the first one's statistics."

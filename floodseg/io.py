@@ -22,11 +22,11 @@ from rasterio.windows import Window
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_CHECKS', 'FloodsegInputError', 'Layout',
-           'register_layout', 'chip_reader', 'sample_path', 'shared_data', 'sen1floods11_chips', 'stac_overflow_chips',
-           'etci2021_chips', 'detect_layout', 'chip_table', 'Raster', 'read_raster', 'SARChip', 'nodata_mask',
-           'read_sar', 'map_label', 'read_label', 'read_chip', 'etci_event_scene', 'temp_path', 'atomic_output',
-           'atomic_write_text', 'survey_chips']
+__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_CHECKS', 'VV_LEVELS', 'FloodsegInputError',
+           'Layout', 'register_layout', 'chip_reader', 'sample_path', 'shared_data', 'sen1floods11_chips',
+           'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table', 'Raster', 'read_raster', 'SARChip',
+           'nodata_mask', 'read_sar', 'map_label', 'read_label', 'read_chip', 'etci_event_scene', 'temp_path',
+           'atomic_output', 'atomic_write_text', 'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -376,7 +376,8 @@ def atomic_write_text(path, # file to (re)write
 
 # %% ../nbs/00_io.ipynb #93d28814
 _SURVEY = ['n_valid', 'valid_frac', 'water_frac', 'ignore_frac', 'vv_mean', 'vh_mean', 'vv_var', 'vh_var',
-           'n_dry', 'vv_dry_mean', 'vh_dry_mean', 'vv_dry_var', 'vh_dry_var', 'problem']
+           'n_dry', 'vv_dry_mean', 'vh_dry_mean', 'vv_dry_var', 'vh_dry_var', 'vv_q', 'problem']
+VV_LEVELS = np.linspace(0, 1, 41)   # the VV quantiles kept per chip: its distribution in 2.5 % steps (`floodseg.radiometry.dark_share`)
 
 def _survey_one(row):
     try: c = read_chip(row)
@@ -389,7 +390,7 @@ def _survey_one(row):
         dry = c.image[:, (c.label == DRY) & c.valid].astype(np.float64)   # land: the reference of dB statistics (`floodseg.radiometry`)
         res['n_dry'] = dry.shape[1]
         if dry.shape[1]: res.update(vv_dry_mean=dry[0].mean(), vh_dry_mean=dry[1].mean(), vv_dry_var=dry[0].var(), vh_dry_var=dry[1].var())
-    if n: res.update(vv_mean=v[0].mean(), vh_mean=v[1].mean(), vv_var=v[0].var(), vh_var=v[1].var())
+    if n: res.update(vv_mean=v[0].mean(), vh_mean=v[1].mean(), vv_var=v[0].var(), vh_var=v[1].var(), vv_q=np.quantile(v[0], VV_LEVELS).astype(np.float32))
     if n == 0: res['problem'] = f"{row.vv}: image is all nodata"
     elif c.label is not None and not known.any(): res['problem'] = f"{row.label}: label is all ignore (no valid labelled pixel)"
     return res

@@ -12,10 +12,10 @@ import pandas as pd
 from .io import *
 
 # %% auto #0
-__all__ = ['STAT_BANDS', 'MIN_SCENE_PIXELS', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN', 'DB_RANGE', 'AMPLITUDE_VH', 'UNITS',
-           'SARStats', 'standardise', 'sar_stats', 'image_stats', 'norm_source', 'norm_stats', 'chip_norms', 'row_norm',
-           'with_norms', 'units_converter', 'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db',
-           'chip_units']
+__all__ = ['STAT_BANDS', 'WATER_Z', 'MIN_SCENE_PIXELS', 'MAX_WATER', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN', 'DB_RANGE',
+           'AMPLITUDE_VH', 'UNITS', 'SARStats', 'standardise', 'sar_stats', 'land_stats', 'image_stats', 'dark_share',
+           'norm_source', 'norm_stats', 'event_land_stats', 'chip_norms', 'row_norm', 'with_norms', 'units_converter',
+           'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db', 'chip_units']
 
 # %% ../nbs/01_radiometry.ipynb #94210e27
 STAT_BANDS = ('vv', 'vh')
@@ -50,14 +50,17 @@ def standardise(img:np.ndarray, # (2, H, W) VV, VH; NaN = no data
     return z if fill is not None and np.isnan(fill) else np.nan_to_num(z, nan=fill)
 
 # %% ../nbs/01_radiometry.ipynb #b52f25f4
-def _pool(g, pixels='valid'):
-    "Exact pooled mean/std of the chips of `g` (a survey), weighted by their `pixels` ('valid', or 'dry': valid and labelled dry)."
+def _pool(g, pixels='valid', quantiles=False):
+    "Exact pooled mean/std of the chips of `g` (a survey), weighted by their `pixels` ('valid', or 'dry': valid and labelled dry); `quantiles`: with each chip's VV quantiles and weight."
     n, pre = ('n_valid', '') if pixels == 'valid' else ('n_dry', 'dry_')
     g = g[g[n].fillna(0) > 0]
     w = g[n] / g[n].sum()
     mean = [float((w * g[f'{b}_{pre}mean']).sum()) for b in STAT_BANDS]
     var = [float((w * (g[f'{b}_{pre}var'] + g[f'{b}_{pre}mean'] ** 2)).sum()) - m ** 2 for b, m in zip(STAT_BANDS, mean)]
-    return dict(mean=mean, std=[float(np.sqrt(max(v, 0.))) for v in var], n_pixels=int(g[n].sum()), n_chips=len(g), pixels=pixels)
+    res = dict(mean=mean, std=[float(np.sqrt(max(v, 0.))) for v in var], n_pixels=int(g[n].sum()), n_chips=len(g), pixels=pixels)
+    if quantiles and pixels == 'valid' and 'vv_q' in g and g.vv_q.map(lambda q: np.ndim(q) == 1).all():   # each chip's VV distribution, by its weight
+        res.update(vv_q=[np.asarray(q, np.float64).tolist() for q in g.vv_q], vv_w=w.tolist())
+    return res
 
 def sar_stats(survey:pd.DataFrame, # output of `survey_chips` (for a model: its training chips only)
               land:bool=False,      # calibrated layouts: statistics of the pixels labelled dry, so that land is near N(0, 1)
@@ -68,30 +71,65 @@ def sar_stats(survey:pd.DataFrame, # output of `survey_chips` (for a model: its 
     dry = lambda lay, g: land and LAYOUTS[lay].calibrated and g.n_dry.fillna(0).sum() > 0
     return SARStats({lay: _pool(g, 'dry' if dry(lay, g) else 'valid') for lay, g in ok.groupby('layout')})
 
+# %% ../nbs/01_radiometry.ipynb #124320c7
+WATER_Z = -2.    # VV this many (land) standard deviations below the (land) mean looks like water: the VV thresholds tuned on the shared ETCI events in their own units are -1.9 to -2.1
+
+def land_stats(v:np.ndarray,      # (2, N) VV, VH values of a scene's valid pixels
+               z:float=WATER_Z,   # land: VV above land mean + `z` land std
+               iters:int=10,      # at most this many refinements
+              ) -> dict:
+    "VV/VH mean and std over a scene's land (VV trimmed below `z` land standard deviations, from its upper quantiles on), and the land `share` of the pixels."
+    v = np.asarray(v, np.float64)
+    if not v.shape[1]: return dict(mean=[np.nan, np.nan], std=[np.nan, np.nan], share=0.)
+    q75, q90 = np.quantile(v[0], [0.75, 0.9])   # in land while land is most of the scene
+    s = (q90 - q75) / 0.6071; m = q75 - 0.6745 * s   # land as a normal: its 75th and 90th percentiles
+    keep = np.ones(v.shape[1], bool)
+    for _ in range(iters):
+        new = v[0] > m + z * s if s > 0 else keep
+        if not new.any(): break
+        done = (new == keep).all(); keep = new
+        m, s = v[0, keep].mean(), v[0, keep].std()
+        if done: break
+    return dict(mean=v[:, keep].mean(1).tolist(), std=v[:, keep].std(1).tolist(), share=float(keep.mean()))
+
 # %% ../nbs/01_radiometry.ipynb #127e1c0e
 def image_stats(img:np.ndarray, # (2, H, W) VV, VH; NaN = no data
+                max_pixels:int=2**20, # the land estimate (`land_stats`) uses a regular subsample of at most this many pixels
                ) -> dict:
-    "VV/VH mean and std over the pixels valid in both bands, and their count."
+    "VV/VH mean and std over the pixels valid in both bands, their count, the VV quantiles at `VV_LEVELS` (as `survey_chips`) and the `land_stats`."
     img = np.asarray(img, np.float64)
     ok = np.isfinite(img).all(0)
     n = int(ok.sum())
     if not n: return dict(mean=[np.nan, np.nan], std=[np.nan, np.nan], n_pixels=0)
     v = img[:, ok]
-    return dict(mean=v.mean(1).tolist(), std=v.std(1).tolist(), n_pixels=n)
+    res = dict(mean=v.mean(1).tolist(), std=v.std(1).tolist(), n_pixels=n, vv_q=[np.quantile(v[0], VV_LEVELS).tolist()], vv_w=[1.])
+    return res | dict(land=land_stats(v[:, ::-(-n // max_pixels)]))
+
+# %% ../nbs/01_radiometry.ipynb #c34a627b
+def dark_share(own:dict|None,  # a scene's `image_stats`, or an event's pooled chips (with `vv_q` and `vv_w`)
+               ref:dict|None,  # the reference scale: `mean` and `std` (a model's stored statistics for the layout)
+               z:float=WATER_Z, # dark: VV below `ref` mean + `z` std
+              ) -> float|None:
+    "Share of the scene's valid pixels whose VV is dark on `ref`'s scale: an estimate of its water share; None without quantiles or reference."
+    if not own or not own.get('vv_q') or ref is None: return None
+    cut = ref['mean'][0] + z * ref['std'][0]
+    return float(sum(w * np.interp(cut, q, VV_LEVELS) for q, w in zip(own['vv_q'], own['vv_w'])))
 
 # %% ../nbs/01_radiometry.ipynb #ecfdcac2
 MIN_SCENE_PIXELS = 256 * 256
+MAX_WATER = 0.5   # a scene with more water than this (`land_stats` share, else `dark_share` on the stored scale) has too little land for its own statistics
 
 NORMS = {
     'layout': lambda layout: 'layout',   # the training chips' statistics for the layout (or its units)
     'scene':  lambda layout: 'scene',    # every scene (event) standardised with its own statistics
     'auto':   lambda layout: 'layout' if LAYOUTS[layout].calibrated else 'scene',   # own statistics where values are not calibrated
+    'auto_land': lambda layout: 'layout' if LAYOUTS[layout].calibrated else 'land', # ... of the scene's land (`land_stats`)
 }
 
 def norm_source(norm:str,   # a key of `NORMS`
                 layout:str, # layout of the scene
                ) -> str:
-    "'scene' or 'layout': where rule `norm` takes the statistics of a `layout` scene from."
+    "'scene', 'land' (the scene's own land) or 'layout': where rule `norm` takes the statistics of a `layout` scene from."
     if norm not in NORMS: raise ValueError(f"norm must be one of {sorted(NORMS)}, not {norm!r}")
     if layout not in LAYOUTS: raise FloodsegInputError(f"unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
     return NORMS[norm](layout)
@@ -102,21 +140,37 @@ def norm_stats(layout:str,        # layout of the scene
                norm:str='auto',   # a key of `NORMS`
                own:dict|None=None,     # the scene's own `image_stats` (needed when the rule asks for them)
                min_pixels:int=MIN_SCENE_PIXELS, # fewer valid pixels than this: use the stored statistics
+               max_water:float=MAX_WATER, # a larger water share (`land_stats`, or `dark_share` on the stored scale): too little land, use the stored statistics
                name:str='',       # the scene, for messages
               ) -> dict:
-    "The `mean`, `std` and `source` ('scene' or 'layout') that standardise one scene."
+    "The `mean`, `std` and `source` ('scene' or 'layout') that standardise one scene (and `pixels`, 'valid' or 'land', for its own)."
     src = norm_source(norm, layout)
-    enough = own is not None and own['n_pixels'] >= min_pixels and min(own['std']) > 0
+    mine = (own or {}).get('land') if src == 'land' else own   # the scene's statistics the rule would use
+    enough = mine is not None and own['n_pixels'] >= min_pixels and min(mine['std']) > 0
     stored = SARStats(stats).of(layout)
-    if src == 'scene' and enough: return dict(mean=list(own['mean']), std=list(own['std']), source='scene')
+    wet = None if src == 'layout' or not enough else 1 - mine['share'] if src == 'land' else dark_share(own, stored)   # its water share
+    if src != 'layout' and enough and (wet is None or wet <= max_water):
+        return dict(mean=list(mine['mean']), std=list(mine['std']), source='scene', pixels='land' if src == 'land' else 'valid')
+    if wet is not None and stored is not None:
+        warnings.warn(f"{name + ': ' if name else ''}{wet:.0%} of the valid pixels look like water {'seen from its own land' if src == 'land' else 'on the stored scale'} (more than {max_water:.0%}): "
+                      f"too little land for the scene's own statistics; standardising with the stored ones")
     if stored is not None: return dict(mean=list(stored['mean']), std=list(stored['std']), source='layout')
     if enough:
         warnings.warn(f"{name + ': ' if name else ''}the model has no statistics for {LAYOUTS[layout].units} ({layout}) data; "
                       f"standardising with the scene's own statistics")
-        return dict(mean=list(own['mean']), std=list(own['std']), source='scene')
+        return dict(mean=list(mine['mean']), std=list(mine['std']), source='scene', pixels='land' if src == 'land' else 'valid')
     n = own['n_pixels'] if own else 0
     raise FloodsegInputError(f"{name + ': ' if name else ''}the model has no statistics for layout {layout!r} (it has {sorted(stats)}) "
                              f"and the scene has too few valid pixels ({n} < {min_pixels}) to use its own")
+
+# %% ../nbs/01_radiometry.ipynb #event-land
+def event_land_stats(chips:pd.DataFrame, # the surveyed chips of one event (`n_valid` > 0)
+                     max_pixels:int=2**20, # a regular subsample of at most about this many valid pixels, spread over the chips
+                    ) -> dict:
+    "`land_stats` of an event's chips taken together (one read of each chip)."
+    step = max(1, -(-int(chips.n_valid.sum()) // max_pixels))
+    v = [(c := read_chip(r, with_label=False)).image[:, c.valid][:, ::step] for r in chips.itertuples()]
+    return land_stats(np.concatenate(v, 1))
 
 # %% ../nbs/01_radiometry.ipynb #144b03a9
 NORM_COLUMNS = ['norm_vv_mean', 'norm_vh_mean', 'norm_vv_std', 'norm_vh_std']
@@ -126,13 +180,16 @@ def chip_norms(survey:pd.DataFrame, # output of `survey_chips`: every chip of th
                norm:str='auto',     # a key of `NORMS`
                by:str='event',      # the column that names a chip's scene
                min_pixels:int=MIN_SCENE_PIXELS, # events with fewer valid pixels use the stored statistics
+               max_water:float=MAX_WATER, # events darker than this on the stored scale use the stored statistics (`norm_stats`)
               ) -> pd.DataFrame:
     "`survey` with `NORM_COLUMNS` (the mean and std each chip is standardised with) and `norm_source`; chips without valid pixels get NaN."
     out = survey.copy()
     for c in NORM_COLUMNS + ['norm_source']: out[c] = np.nan if c != 'norm_source' else None
     ok = survey.n_valid.fillna(0) > 0
     for (lay, ev), g in survey[ok].groupby(['layout', by], sort=False, dropna=False):
-        s = norm_stats(lay, stats, norm, _pool(g), min_pixels, name=f"{lay} {by} {ev}")
+        own = _pool(g, quantiles=True)
+        if norm_source(norm, lay) == 'land': own['land'] = event_land_stats(g)
+        s = norm_stats(lay, stats, norm, own, min_pixels, max_water, name=f"{lay} {by} {ev}")
         out.loc[g.index, NORM_COLUMNS] = np.array([*s['mean'], *s['std']])[None].repeat(len(g), 0)
         out.loc[g.index, 'norm_source'] = s['source']
     out.attrs = dict(survey.attrs, norm=norm)

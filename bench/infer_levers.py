@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Inference-side levers of the generalisation protocol, on its saved models (no retraining).
+
+1. Test-time augmentation subsets: the water probability averaged over 1 (none), 2 (identity + horizontal flip) or 4
+   (identity, both flips, 180° rotation) dihedral transforms, at inference cost x1, x2, x4. The library's `tta=True`
+   averages all 8 (x8: 0.29 s per 256² tile in bf16 for the cut -3 network, over the 0.08 s budget).
+2. The "too little land" question: a mostly-water scene standardised with its own statistics. The held-out event's
+   water-richest labelled tiles form synthetic scenes of rising water share; each is scored standardised with its
+   own statistics under the model's rule (all valid pixels for `auto`, its land for `auto_land`), with the event's own
+   all-pixel statistics (all of its tiles), and with the stored training statistics (the fallback).
+
+    OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8
+    OMP_NUM_THREADS=1 nice python bench/infer_levers.py --water auto_ce_land_c3_nal_s0_b8
+
+Results: bench/protocol/infer/<model>_tta.json, <model>_water.json; `python bench/protocol.py --table-only` reports them.
+"""
+import json, sys, warnings
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import torch
+from fastcore.script import call_parse
+sys.path.insert(0, str(Path(__file__).parent))
+import protocol
+from floodseg.io import *
+from floodseg.radiometry import *
+from floodseg.learner import load_model
+from floodseg.predict import *
+from floodseg.predict import _dihedral, _undo_dihedral
+from floodseg.metrics import confusion, scores, COUNTS
+from floodseg.radiometry import _pool
+
+OUT = protocol.OUT/'infer'
+TTA_SETS = {'x1': [0], 'x2': [0, 4], 'x4': [0, 2, 4, 6]}   # dihedral k: 4 = horizontal flip, 2 = 180°, 6 = vertical flip
+
+def tta_scores(name, chips):
+    "Pooled water IoU at 0.5 of model `name` on `chips` for each of `TTA_SETS` (each transform computed once)."
+    model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
+    pred = Predictor(model, dict(cfg, threshold=0.5))
+    chips = with_norms(chips, cfg['stats'], cfg.get('norm', 'layout'))
+    counts = {s: dict.fromkeys(COUNTS, 0) for s in TTA_SETS}
+    for batch, _ in read_batches(chips, 4, progress=False):
+        batch = [(r, c) for r, c in batch if c.label is not None]
+        if not batch: continue
+        xb = torch.stack([chip_input(c, r) for r, c in batch])
+        p = {k: _undo_dihedral(torch.sigmoid(pred.logits(_dihedral(xb, k))), k).numpy() for k in sorted({k for v in TTA_SETS.values() for k in v})}
+        for s, ks in TTA_SETS.items():
+            ps = np.mean([p[k] for k in ks], 0)
+            for i, (r, c) in enumerate(batch):
+                q = ps[i].copy(); q[~c.valid] = 0
+                for k, v in confusion(q, c.label).items(): counts[s][k] += v
+    return {s: scores(**c) for s, c in counts.items()}
+
+def pooled(pred, chips, mean, std):
+    "Pooled water scores of `pred` on labelled `chips`, every chip standardised with `mean`, `std`."
+    c0 = dict.fromkeys(COUNTS, 0)
+    for batch, _ in read_batches(chips, 4, progress=False):
+        xb = np.stack([standardise(c.image, mean, std) for r, c in batch])
+        for (r, c), p in zip(batch, pred.probs(xb)):
+            p[~c.valid] = 0
+            for k, v in confusion(p, c.label).items(): c0[k] += v
+    return scores(**c0)
+
+def dark_share(chips, stats, z=-2.):
+    "Share of the valid pixels of `chips` whose VV, standardised with `stats` (mean, std), is below `z`: an estimate of the water share."
+    n = dark = 0
+    for batch, _ in read_batches(chips, 4, progress=False):
+        for r, c in batch:
+            v = (c.image[0][c.valid] - stats['mean'][0]) / stats['std'][0]
+            n += v.size; dark += int((v < z).sum())
+    return dark / max(n, 1)
+
+def water_scores(name, chips, shares=(None, 0.06, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)):
+    "Synthetic mostly-water scenes from the water-richest tiles of `chips`: IoU with own, whole-event and stored statistics."
+    model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
+    pred = Predictor(model, dict(cfg, threshold=0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        sv = survey_chips(chips[chips.label.notna()], progress=False)
+    sv = sv[sv.problem.isna() & (sv.n_valid > 0)].sort_values('water_frac', ascending=False)
+    lay = sv.layout.iloc[0]
+    event, stored = _pool(sv), SARStats(cfg['stats']).of(lay)   # (`event` means something only for `auto` models)
+    w = (sv.water_frac * sv.n_valid).cumsum() / sv.n_valid.cumsum()   # pooled water share of the k water-richest tiles
+    res = []
+    for share in shares:
+        n = len(sv) if share is None else int((w >= share).sum())   # the most tiles whose pooled water share is still >= share
+        if n < 4: continue
+        sub = sv.iloc[:n]
+        own = event_land_stats(sub) if norm_source(cfg.get('norm', 'layout'), lay) == 'land' else _pool(sub)   # the model's own rule
+        row = dict(target_share=share, tiles=n, water_share=float(w.iloc[n - 1]),
+                   dark_share_stored=dark_share(sub, stored), dark_share_own=dark_share(sub, own))
+        for src, s in dict(own=own, event=event, stored=stored).items():
+            row[src] = pooled(pred, sub, s['mean'], s['std'])['iou']
+            row[f'{src}_mean_vv'], row[f'{src}_std_vv'] = s['mean'][0], s['std'][0]
+        res.append(row); print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    return res
+
+@call_parse
+def main(models:str, # protocol model names (bench/protocol/models/<name>), separated by spaces
+         tta:bool=False, # TTA subsets on the model's held-out fold
+         water:bool=False, # synthetic mostly-water scenes from the held-out fold's water-richest tiles
+        ):
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in models.split():
+        fold = json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold']
+        _, test = protocol.fold_chips(fold)
+        if tta and not (OUT/f'{name}_tta.json').exists():
+            r = tta_scores(name, test)
+            (OUT/f'{name}_tta.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
+            print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
+        if water and not (OUT/f'{name}_water.json').exists():
+            r = water_scores(name, test)
+            (OUT/f'{name}_water.json').write_text(json.dumps(dict(model=name, fold=fold, scenes=r), indent=1, default=float))
