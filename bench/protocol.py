@@ -49,17 +49,6 @@ FOLDS = {
     's1':  dict(train={'etci2021': [NEB, NAL], 'stac_overflow': None}, test={'sen1floods11': None}),
 }
 
-class RadiometricJitter(Transform):
-    "EXPERIMENT: per-tile random gain and offset per band in standardised units (training batches only)."
-    split_idx, order = 0, 90
-    def __init__(self, shift=0.25, gain=0.15, p=0.8): store_attr()
-    def encodes(self, x:SARImage):
-        b, c = x.shape[:2]
-        on = (torch.rand(b, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
-        gain = torch.exp((torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.gain)
-        shift = (torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.shift
-        return x + on * (x * (gain - 1) + shift)
-
 class WeightEMA(Callback):
     "EXPERIMENT: exponential moving average of the weights and BatchNorm buffers; the fit ends with the average."
     order = 70
@@ -73,7 +62,7 @@ class WeightEMA(Callback):
                 else: self.avg[k].copy_(v)
     def after_fit(self): self.model.load_state_dict(self.avg)
 
-# A recipe is flood_learner/sar_dataloaders options plus the protocol's own: jitter (RadiometricJitter strength).
+# A recipe is flood_learner/sar_dataloaders options (jitter: `floodseg.data.RadiometricJitter` strength) plus the protocol's own (ema).
 BASE = dict(arch='resnet18', cut=-4, last_cross=False, loss='wce', norm='auto', size=256, bs=8, lr=1e-3, jitter=0., max_rotate=10., ema=0., land=False)
 RECIPES = {
     'old_default': dict(BASE, norm='layout'),        # the default before this protocol: training statistics per layout

@@ -153,7 +153,8 @@ def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
            '--norm', rc['norm'], '--lr', str(rc['lr']), '--bs', str(rc['bs']), '--size', str(rc['size']), '--seed', str(seed),
            '--out', str(work/'run')]
     if not rc.get('land'): cmd += ['--no-land-stats']
-    if rc.get('jitter') or rc.get('ema'): raise SystemExit(f"recipe {recipe}: jitter and EMA are protocol experiments, not floodseg_train options")
+    if rc.get('jitter'): cmd += ['--jitter', str(rc['jitter'])]
+    if rc.get('ema'): raise SystemExit(f"recipe {recipe}: EMA is a protocol experiment, not a floodseg_train option")
     print('$', ' '.join(cmd), flush=True)
     t0 = time.time()
     if not (reuse and (work/'run'/'metrics.json').exists()): subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONWARNINGS='ignore'))

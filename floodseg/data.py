@@ -20,7 +20,7 @@ from .viz import *
 # %% auto #0
 __all__ = ['SARImage', 'SARMask', 'ReadSAR', 'ReadMask', 'NodataToIgnore', 'MaskToLong', 'SARBlock', 'SARMaskBlock',
            'RandomTileCrop', 'EventSplitter', 'SplitColSplitter', 'with_split_csv', 'spatial_split',
-           'sar_aug_transforms', 'sar_dataloaders']
+           'sar_aug_transforms', 'RadiometricJitter', 'sar_dataloaders']
 
 # %% ../nbs/03_data.ipynb #47caf31d
 class SARImage(TensorImage):
@@ -195,6 +195,21 @@ def sar_aug_transforms(max_rotate:float=10., # maximum rotation in degrees (0 fo
     return aug_transforms(do_flip=flips, flip_vert=flips, max_rotate=max_rotate, min_zoom=1., max_zoom=1., max_lighting=0.,
                           max_warp=0., p_affine=p_affine, pad_mode='reflection')
 
+# %% ../nbs/03_data.ipynb #jitter-1
+class RadiometricJitter(Transform):
+    "Per-tile random gain and offset of each band in standardised units, on training batches: the spread of radiometry between events."
+    split_idx, order = 0, 90   # training only, after the geometric augmentation
+    def __init__(self, shift:float=0.25, # offset drawn in ±shift standard deviations (in dB data: ±shift × the land sd, about ±1 dB)
+                 gain:float=0.15,        # gain drawn in exp(±gain) (contrast)
+                 p:float=0.8,            # share of tiles jittered
+                ): store_attr()
+    def encodes(self, x:SARImage):
+        b, c = x.shape[:2]
+        on = (torch.rand(b, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
+        gain = torch.exp((torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.gain)
+        shift = (torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.shift
+        return x + on * (x * (gain - 1) + shift)
+
 # %% ../nbs/03_data.ipynb #883747aa-1
 def _usable(sv):
     "Rows of a survey that can be trained on: readable, with valid labelled pixels."
@@ -216,6 +231,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     keep_dry:float=1.,         # share of water-free training chips to keep (1 keeps all)
                     aug:bool=True,             # dihedral and rotation augmentation on training batches
                     max_rotate:float=10.,      # maximum rotation in degrees
+                    jitter:float=0.,           # strength of `RadiometricJitter` on training batches (1: ±0.25 sd offset, ±15 % gain; 0: none)
                     seed:int|None=42,          # seed for the split, undersampling and shuffling
                     num_workers:int=0,         # DataLoader workers (0 is fastest on 2 cores)
                     progress:bool=True,        # progress bar while surveying
@@ -246,7 +262,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     dblock = DataBlock(blocks=(SARBlock(), SARMaskBlock()),
                        splitter=lambda items: (L(range(n_train)), L(range(n_train, len(items)))),
                        item_tfms=[NodataToIgnore()] + ([RandomTileCrop(size)] if size else []),
-                       batch_tfms=sar_aug_transforms(max_rotate) if aug else None)
+                       batch_tfms=(sar_aug_transforms(max_rotate) if aug else []) + ([RadiometricJitter(0.25 * jitter, 0.15 * jitter)] if jitter else []))
     if seed is not None: set_seed(seed, reproducible=True)
     dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)
     dls.stats, dls.norm, dls.survey = stats, norm, df.assign(is_valid=[False] * n_train + [True] * (len(df) - n_train))
