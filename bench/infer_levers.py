@@ -6,7 +6,7 @@
    averages all 8 (x8: 0.29 s per 256² tile in bf16 for the cut -3 network, over the 0.08 s budget).
 2. The "too little land" question: a mostly-water scene standardised with its own statistics. The held-out event's
    water-richest labelled tiles form synthetic scenes of rising water share; each is scored standardised with its
-   own statistics under the model's rule (all valid pixels for `auto`, its land for `auto_land`), with the event's own
+   own statistics under the model's rule (all valid pixels for `auto`, its land for `ownland`), with the event's own
    all-pixel statistics (all of its tiles), and with the stored training statistics (the fallback).
 
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8

@@ -82,7 +82,7 @@ RECIPES = {
     'auto_ce_land_c3': dict(BASE, loss='ce', land=True, cut=-3),   # the default with ResNet18 up to stage 3
     'auto_ce_land_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1.),
     'auto_ce_land_r34c3': dict(BASE, loss='ce', land=True, cut=-3, arch='resnet34'),
-    'ownland_c3': dict(BASE, loss='ce', land=True, cut=-3, norm='auto_land'),   # the default with 8-bit events standardised by their own land
+    'ownland_c3': dict(BASE, loss='ce', land=True, cut=-3, norm='ownland'),   # the default with 8-bit events standardised by their own land
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -388,7 +388,7 @@ def infer_markdown():
     water = [json.loads(f.read_text()) for f in sorted(d.glob('*_water.json'))] if d.exists() else []
     if water:
         lines += ["## Mostly-water scenes (`bench/infer_levers.py --water`): the held-out event's water-richest tiles, standardised three ways", "",
-                  "`own` = the scene's own statistics under the model's rule (`auto`: all valid pixels; `auto_land`: its land, `land_stats`); "
+                  "`own` = the scene's own statistics under the model's rule (`auto`: all valid pixels; `ownland`: its land, `land_stats`); "
                   "`event` = the whole event's all-pixel statistics; `stored` = the training statistics. Water IoU at 0.5.", "",
                   "| model | tiles | labelled water share | water share seen on the stored scale | own | event | stored |", "|---|---|---|---|---|---|---|"]
         for w in water:

@@ -97,7 +97,7 @@ The model `floodseg_predict` and `load_model('default')` use when no other is na
 - DynamicUnet (fastai) with a {cfg['arch']} encoder cut at {cfg['cut']}, 2 input channels (VV, VH), 2 classes (dry, water), from random
   initialisation (no ImageNet weights); {cost}.
 - Input statistics (`norm = '{cfg['norm']}'`): ETCI-style 8-bit scenes are standardised with the scene's (event's) own mean and standard
-  deviation over {"its land (`floodseg.radiometry.land_stats`: VV trimmed below 2 land standard deviations, which does not move with the scene's water share)" if cfg['norm'] == 'auto_land' else 'its valid pixels'}; dB scenes with the stored dB statistics of the training chips{"' dry (labelled non-water) pixels, so that land is near N(0, 1) in both kinds of scene" if any(v.get('pixels') == 'dry' for v in st.values()) else ''}
+  deviation over {"its land (`floodseg.radiometry.land_stats`: VV trimmed below 2 land standard deviations, which does not move with the scene's water share)" if cfg['norm'] == 'ownland' else 'its valid pixels'}; dB scenes with the stored dB statistics of the training chips{"' dry (labelled non-water) pixels, so that land is near N(0, 1) in both kinds of scene" if any(v.get('pixels') == 'dry' for v in st.values()) else ''}
   ({', '.join(f"{k}: VV {v['mean'][0]:.2f} ± {v['std'][0]:.2f}, VH {v['mean'][1]:.2f} ± {v['std'][1]:.2f}" for k, v in st.items())}).
 - Decision threshold {cfg['threshold']} on the water probability. Weights stored as {mc['weights_dtype']}
   (largest difference in water probability from the float32 weights on the embedded sample: {mc['max_prob_difference_from_float32']:.4f}).
@@ -135,7 +135,7 @@ first map for analysts and a baseline for researchers. Check the map against the
 - The ETCI labels mark flood only, the dB datasets all water, so the model's notion of "water" mixes the two.
 - ETCI's nebraska event carries rectangular flood labels over bright farmland; they teach some noise, and they are why the validation
   IoU above is low on nebraska's blocks while northal's are mapped well.
-{LAND_NOTE if cfg['norm'] == 'auto_land' else ALL_NOTE}
+{LAND_NOTE if cfg['norm'] == 'ownland' else ALL_NOTE}
 """
 
 @call_parse

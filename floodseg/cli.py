@@ -121,7 +121,7 @@ def floodseg_train(
     arch:str=DEFAULT_MODEL['arch'], # encoder: resnet18, resnet34 or resnet50
     cut:int=DEFAULT_MODEL['cut'],   # encoder cut (-4: after ResNet's second stage, the default; -3: third; -2: whole encoder)
     loss:str=DEFAULT_LOSS,  # ce (the default), wce (class-weighted CE), or ce_dice
-    norm:str='auto',        # statistics that standardise a scene: auto (8-bit: its own, dB: the training chips'), auto_land (8-bit: its own land's), scene, layout
+    norm:str='auto',        # statistics that standardise a scene: auto (8-bit: its own, dB: the training chips'), ownland (8-bit: its own land's), scene, layout
     land_stats:bool=True,   # dB statistics over the training chips' dry pixels (--no-land-stats: over all valid pixels)
     keep_dry:float=1.,      # share of water-free training tiles to keep
     jitter:float=0.,        # radiometric jitter on training tiles (1: random offset ±0.25 sd and gain ±15 % per band; 0: none)

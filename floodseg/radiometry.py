@@ -123,7 +123,7 @@ NORMS = {
     'layout': lambda layout: 'layout',   # the training chips' statistics for the layout (or its units)
     'scene':  lambda layout: 'scene',    # every scene (event) standardised with its own statistics
     'auto':   lambda layout: 'layout' if LAYOUTS[layout].calibrated else 'scene',   # own statistics where values are not calibrated
-    'auto_land': lambda layout: 'layout' if LAYOUTS[layout].calibrated else 'land', # ... of the scene's land (`land_stats`)
+    'ownland': lambda layout: 'layout' if LAYOUTS[layout].calibrated else 'land', # ... of the scene's land (`land_stats`)
 }
 
 def norm_source(norm:str,   # a key of `NORMS`
