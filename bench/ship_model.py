@@ -38,8 +38,9 @@ def protocol_rows(recipe):
     return out
 
 ALL_NOTE = """- 8-bit scenes are standardised with the mean and standard deviation of all their valid pixels, which follow the scene's water share:
-  on Northern Alabama tiles a protocol model of this recipe scores 0.76 when the scene is 5 % water, 0.46 at 10 % and 0.05 at 20 %
-  (`bench/infer_levers.py --water`). Scenes with more than half water, or fewer than 256² valid pixels, use the stored statistics."""
+  on Northern Alabama tiles a protocol model with this rule (`auto_ce_land_c3`, seed 0) scores 0.76 when the scene is 5 % water, 0.46 at
+  10 % and 0.05 at 20 % (`bench/infer_levers.py --water`; rule `ownland` holds 0.82-0.91 there but loses on the protocol's folds).
+  Scenes with more than half water, or fewer than 256² valid pixels, use the stored statistics."""
 LAND_NOTE = """- 8-bit scenes are standardised with their own land's statistics (`land_stats`), which hold while land is most of the scene;
   a scene with more than half water, or fewer than 256² valid pixels, uses the stored statistics."""
 
@@ -133,8 +134,9 @@ first map for analysts and a baseline for researchers. Check the map against the
 - Flooded vegetation and urban flooding (double bounce makes water bright) are missed; Sen1Floods11's Pakistan chip is of this kind.
 - Smooth dark land (dry sand, tarmac, some fields) and radar shadow can be called water; no terrain or permanent-water input is used.
 - The ETCI labels mark flood only, the dB datasets all water, so the model's notion of "water" mixes the two.
-- ETCI's nebraska event carries rectangular flood labels over bright farmland; they teach some noise, and they are why the validation
-  IoU above is low on nebraska's blocks while northal's are mapped well.
+- ETCI's nebraska event carries rectangular flood labels over bright farmland: only 39 % of its labelled water is dark in VV (below its
+  land's mean minus two standard deviations), against 95 % in northal. They teach some noise, and they are why the validation IoU above
+  is low on nebraska's blocks while northal's are mapped well.
 {LAND_NOTE if cfg['norm'] == 'ownland' else ALL_NOTE}
 """
 
