@@ -26,9 +26,7 @@ from floodseg.io import *
 from floodseg.radiometry import *
 from floodseg.learner import load_model
 from floodseg.predict import *
-from floodseg.predict import _dihedral, _undo_dihedral
 from floodseg.metrics import confusion, scores, COUNTS
-from floodseg.radiometry import _pool
 
 OUT = protocol.OUT/'infer'
 TTA_SETS = {'x1': [0], 'x2': [0, 4], 'x4': [0, 2, 4, 6]}   # dihedral k: 4 = horizontal flip, 2 = 180°, 6 = vertical flip
@@ -43,7 +41,7 @@ def tta_scores(name, chips):
         batch = [(r, c) for r, c in batch if c.label is not None]
         if not batch: continue
         xb = torch.stack([chip_input(c, r) for r, c in batch])
-        p = {k: _undo_dihedral(torch.sigmoid(pred.logits(_dihedral(xb, k))), k).numpy() for k in sorted({k for v in TTA_SETS.values() for k in v})}
+        p = {k: undo_dihedral(torch.sigmoid(pred.logits(dihedral(xb, k))), k).numpy() for k in sorted({k for v in TTA_SETS.values() for k in v})}
         for s, ks in TTA_SETS.items():
             ps = np.mean([p[k] for k in ks], 0)
             for i, (r, c) in enumerate(batch):
@@ -61,15 +59,6 @@ def pooled(pred, chips, mean, std):
             for k, v in confusion(p, c.label).items(): c0[k] += v
     return scores(**c0)
 
-def dark_share(chips, stats, z=-2.):
-    "Share of the valid pixels of `chips` whose VV, standardised with `stats` (mean, std), is below `z`: an estimate of the water share."
-    n = dark = 0
-    for batch, _ in read_batches(chips, 4, progress=False):
-        for r, c in batch:
-            v = (c.image[0][c.valid] - stats['mean'][0]) / stats['std'][0]
-            n += v.size; dark += int((v < z).sum())
-    return dark / max(n, 1)
-
 def water_scores(name, chips, shares=(None, 0.06, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)):
     "Synthetic mostly-water scenes from the water-richest tiles of `chips`: IoU with own, whole-event and stored statistics."
     model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
@@ -79,16 +68,16 @@ def water_scores(name, chips, shares=(None, 0.06, 0.075, 0.1, 0.15, 0.2, 0.3, 0.
         sv = survey_chips(chips[chips.label.notna()], progress=False)
     sv = sv[sv.problem.isna() & (sv.n_valid > 0)].sort_values('water_frac', ascending=False)
     lay = sv.layout.iloc[0]
-    event, stored = _pool(sv), SARStats(cfg['stats']).of(lay)   # (`event` means something only for `auto` models)
+    event, stored = pool_stats(sv), SARStats(cfg['stats']).of(lay)   # (`event` means something only for `auto` models)
     w = (sv.water_frac * sv.n_valid).cumsum() / sv.n_valid.cumsum()   # pooled water share of the k water-richest tiles
     res = []
     for share in shares:
         n = len(sv) if share is None else int((w >= share).sum())   # the most tiles whose pooled water share is still >= share
         if n < 4: continue
         sub = sv.iloc[:n]
-        own = event_land_stats(sub) if norm_source(cfg.get('norm', 'layout'), lay) == 'land' else _pool(sub)   # the model's own rule
+        own = event_land_stats(sub) if norm_source(cfg.get('norm', 'layout'), lay) == 'land' else pool_stats(sub)   # the model's own rule
         row = dict(target_share=share, tiles=n, water_share=float(w.iloc[n - 1]),
-                   dark_share_stored=dark_share(sub, stored), dark_share_own=dark_share(sub, own))
+                   dark_share_stored=dark_share(pool_stats(sub, quantiles=True), stored))
         for src, s in dict(own=own, event=event, stored=stored).items():
             row[src] = pooled(pred, sub, s['mean'], s['std'])['iou']
             row[f'{src}_mean_vv'], row[f'{src}_std_vv'] = s['mean'][0], s['std'][0]

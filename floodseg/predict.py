@@ -18,7 +18,7 @@ from .radiometry import *
 from .learner import *
 
 # %% auto #0
-__all__ = ['scene_norm', 'chip_input', 'read_batches', 'Predictor']
+__all__ = ['scene_norm', 'chip_input', 'read_batches', 'dihedral', 'undo_dihedral', 'Predictor']
 
 # %% ../nbs/05_predict.ipynb #675adc7c
 def scene_norm(cfg:dict,          # the model's config: `stats` and `norm`
@@ -62,8 +62,16 @@ def read_batches(chips:pd.DataFrame, # a chip table
     if batch: yield batch, []
 
 # %% ../nbs/05_predict.ipynb #cc68d847
-def _dihedral(x, k):      return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, (-2, -1))
-def _undo_dihedral(x, k):
+def dihedral(x:torch.Tensor, # (..., H, W)
+             k:int,          # which of the 8 dihedral transforms: 90° turns k % 4, after a horizontal flip when k >= 4
+            ) -> torch.Tensor:
+    "Dihedral transform `k` of the last two axes (0 is the identity)."
+    return torch.rot90(x.flip(-1) if k >= 4 else x, k % 4, (-2, -1))
+
+def undo_dihedral(x:torch.Tensor, # (..., H, W), transformed by `dihedral(., k)`
+                  k:int,          # the transform to undo
+                 ) -> torch.Tensor:
+    "The inverse of `dihedral(., k)`."
     x = torch.rot90(x, -(k % 4), (-2, -1))
     return x.flip(-1) if k >= 4 else x
 
@@ -134,7 +142,7 @@ def probs(self:Predictor, tiles,     # standardised batch (B, 2, H, W): a tensor
     "Water probability (B, H, W) float32 of a standardised batch, optionally averaged over the 8 dihedral transforms."
     xb = torch.as_tensor(np.asarray(tiles, np.float32) if not isinstance(tiles, torch.Tensor) else tiles).float()
     ks = range(8) if (self.tta if tta is None else tta) else [0]
-    p = torch.stack([_undo_dihedral(torch.sigmoid(self.logits(_dihedral(xb, k)) / self.temperature), k) for k in ks]).mean(0)
+    p = torch.stack([undo_dihedral(torch.sigmoid(self.logits(dihedral(xb, k)) / self.temperature), k) for k in ks]).mean(0)
     return p.numpy()
 
 @patch

@@ -13,9 +13,9 @@ from .io import *
 
 # %% auto #0
 __all__ = ['STAT_BANDS', 'WATER_Z', 'MIN_SCENE_PIXELS', 'MAX_WATER', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN', 'DB_RANGE',
-           'AMPLITUDE_VH', 'UNITS', 'SARStats', 'standardise', 'sar_stats', 'land_stats', 'image_stats', 'dark_share',
-           'norm_source', 'norm_stats', 'event_land_stats', 'chip_norms', 'row_norm', 'with_norms', 'units_converter',
-           'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db', 'chip_units']
+           'AMPLITUDE_VH', 'UNITS', 'SARStats', 'standardise', 'pool_stats', 'sar_stats', 'land_stats', 'image_stats',
+           'dark_share', 'norm_source', 'norm_stats', 'event_land_stats', 'chip_norms', 'row_norm', 'with_norms',
+           'units_converter', 'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db', 'chip_units']
 
 # %% ../nbs/01_radiometry.ipynb #94210e27
 STAT_BANDS = ('vv', 'vh')
@@ -50,8 +50,11 @@ def standardise(img:np.ndarray, # (2, H, W) VV, VH; NaN = no data
     return z if fill is not None and np.isnan(fill) else np.nan_to_num(z, nan=fill)
 
 # %% ../nbs/01_radiometry.ipynb #b52f25f4
-def _pool(g, pixels='valid', quantiles=False):
-    "Exact pooled mean/std of the chips of `g` (a survey), weighted by their `pixels` ('valid', or 'dry': valid and labelled dry); `quantiles`: with each chip's VV quantiles and weight."
+def pool_stats(g:pd.DataFrame,     # surveyed chips (`survey_chips`) to pool
+               pixels:str='valid', # 'valid', or 'dry': valid and labelled dry
+               quantiles:bool=False, # also each chip's VV quantiles (`vv_q`) and weight (`vv_w`), for `dark_share`
+              ) -> dict:
+    "Exact pooled VV/VH mean and std of the chips of `g`, weighted by their `pixels`, as if their pixels were taken together."
     n, pre = ('n_valid', '') if pixels == 'valid' else ('n_dry', 'dry_')
     g = g[g[n].fillna(0) > 0]
     w = g[n] / g[n].sum()
@@ -69,7 +72,7 @@ def sar_stats(survey:pd.DataFrame, # output of `survey_chips` (for a model: its 
     ok = survey[survey.problem.isna() & (survey.n_valid > 0)]
     if not len(ok): raise FloodsegInputError("no usable training chips to compute normalisation statistics from")
     dry = lambda lay, g: land and LAYOUTS[lay].calibrated and g.n_dry.fillna(0).sum() > 0
-    return SARStats({lay: _pool(g, 'dry' if dry(lay, g) else 'valid') for lay, g in ok.groupby('layout')})
+    return SARStats({lay: pool_stats(g, 'dry' if dry(lay, g) else 'valid') for lay, g in ok.groupby('layout')})
 
 # %% ../nbs/01_radiometry.ipynb #124320c7
 WATER_Z = -2.    # VV this many (land) standard deviations below the (land) mean looks like water: the VV thresholds tuned on the shared ETCI events in their own units are -1.9 to -2.1
@@ -180,14 +183,14 @@ def chip_norms(survey:pd.DataFrame, # output of `survey_chips`: every chip of th
                norm:str='auto',     # a key of `NORMS`
                by:str='event',      # the column that names a chip's scene
                min_pixels:int=MIN_SCENE_PIXELS, # events with fewer valid pixels use the stored statistics
-               max_water:float=MAX_WATER, # events darker than this on the stored scale use the stored statistics (`norm_stats`)
+               max_water:float=MAX_WATER, # events with more water than this use the stored statistics (`norm_stats`)
               ) -> pd.DataFrame:
     "`survey` with `NORM_COLUMNS` (the mean and std each chip is standardised with) and `norm_source`; chips without valid pixels get NaN."
     out = survey.copy()
     for c in NORM_COLUMNS + ['norm_source']: out[c] = np.nan if c != 'norm_source' else None
     ok = survey.n_valid.fillna(0) > 0
     for (lay, ev), g in survey[ok].groupby(['layout', by], sort=False, dropna=False):
-        own = _pool(g, quantiles=True)
+        own = pool_stats(g, quantiles=True)
         if norm_source(norm, lay) == 'land': own['land'] = event_land_stats(g)
         s = norm_stats(lay, stats, norm, own, min_pixels, max_water, name=f"{lay} {by} {ev}")
         out.loc[g.index, NORM_COLUMNS] = np.array([*s['mean'], *s['std']])[None].repeat(len(g), 0)
