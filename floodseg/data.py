@@ -257,6 +257,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
         bs = len(train)
     if stats is None: stats = sar_stats(df.iloc[list(train)], land=land_stats)
     normed = chip_norms(sv, stats, norm)          # every chip of an event lends its pixels, labelled or not
+    stats = with_training_water(stats, normed.loc[df.index[list(train)]])   # the most water a training event had (`at_water_share`)
     df = normed.loc[df.index[list(train) + list(valid)]].reset_index(drop=True)
     n_train = len(train)
     dblock = DataBlock(blocks=(SARBlock(), SARMaskBlock()),

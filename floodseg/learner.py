@@ -294,6 +294,8 @@ def _check_config(cfg:dict, cf:Path):
     if not isinstance(st, dict) or not st: raise FloodsegInputError(f"{cf}: no normalisation statistics ('stats' is {st!r}); the model cannot standardise any layout")
     broken = [k for k, s in st.items() if not ok(s)]
     if broken: raise FloodsegInputError(f"{cf}: the statistics of layout {broken[0]!r} need 'mean' and 'std' of 2 bands (VV, VH), std > 0; found {st[broken[0]]!r}")
+    wet = [k for k, s in st.items() if 'water' in s and not (isinstance(s['water'], (int, float)) and 0 <= s['water'] < 1)]
+    if wet: raise FloodsegInputError(f"{cf}: the water share of layout {wet[0]!r} is {st[wet[0]]['water']!r}; it must be a number in [0, 1)")
 
 def _loads(cfg, sd) -> bool:
     "Do the weights `sd` load into the network `cfg` describes?"

@@ -14,8 +14,9 @@ from .io import *
 # %% auto #0
 __all__ = ['STAT_BANDS', 'WATER_Z', 'MIN_SCENE_PIXELS', 'MAX_WATER', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN', 'DB_RANGE',
            'AMPLITUDE_VH', 'UNITS', 'SARStats', 'standardise', 'pool_stats', 'sar_stats', 'land_stats', 'image_stats',
-           'dark_share', 'norm_source', 'norm_stats', 'event_land_stats', 'chip_norms', 'row_norm', 'with_norms',
-           'units_converter', 'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db', 'chip_units']
+           'dark_share', 'at_water_share', 'norm_source', 'norm_stats', 'event_land_stats', 'chip_norms', 'row_norm',
+           'with_norms', 'with_training_water', 'units_converter', 'units_ok', 'value_summary', 'detect_units',
+           'resolve_units', 'as_db', 'chip_units']
 
 # %% ../nbs/01_radiometry.ipynb #94210e27
 STAT_BANDS = ('vv', 'vh')
@@ -118,6 +119,20 @@ def dark_share(own:dict|None,  # a scene's `image_stats`, or an event's pooled c
     cut = ref['mean'][0] + z * ref['std'][0]
     return float(sum(w * np.interp(cut, q, VV_LEVELS) for q, w in zip(own['vv_q'], own['vv_w'])))
 
+# %% ../nbs/01_radiometry.ipynb #atwater-1
+def at_water_share(own:dict,     # a scene's `image_stats` (or an event's pooled chips) with its `land` (`land_stats`)
+                   share:float,  # the water share to standardise at (a model's `water`: the most its training events had)
+                  ) -> dict:
+    "The all-pixel `mean` and `std` the scene would have with only `share` of water: its land kept, the rest (its water) weighted down; its own when it has no more water than that."
+    wet = 1 - own['land']['share']
+    if wet <= share: return dict(mean=list(own['mean']), std=list(own['std']))
+    m, s = np.asarray(own['mean'], np.float64), np.asarray(own['std'], np.float64)
+    ml, sl = (np.asarray(own['land'][k], np.float64) for k in ('mean', 'std'))
+    e2, e2l = s ** 2 + m ** 2, sl ** 2 + ml ** 2                      # second moments of the scene and of its land
+    mw, e2w = (m - (1 - wet) * ml) / wet, (e2 - (1 - wet) * e2l) / wet  # ... and of the rest, its water
+    m2, e22 = (1 - share) * ml + share * mw, (1 - share) * e2l + share * e2w
+    return dict(mean=m2.tolist(), std=np.sqrt(np.maximum(e22 - m2 ** 2, 0)).tolist())
+
 # %% ../nbs/01_radiometry.ipynb #ecfdcac2
 MIN_SCENE_PIXELS = 256 * 256
 MAX_WATER = 0.5   # a scene with more water than this (`land_stats` share, else `dark_share` on the stored scale) has too little land for its own statistics
@@ -146,14 +161,19 @@ def norm_stats(layout:str,        # layout of the scene
                max_water:float=MAX_WATER, # a larger water share (`land_stats`, or `dark_share` on the stored scale): too little land, use the stored statistics
                name:str='',       # the scene, for messages
               ) -> dict:
-    "The `mean`, `std` and `source` ('scene' or 'layout') that standardise one scene (and `pixels`, 'valid' or 'land', for its own)."
+    "The `mean`, `std` and `source` ('scene' or 'layout') that standardise one scene (for its own also `pixels`, 'valid' or 'land', and its `water` share seen from its land)."
     src = norm_source(norm, layout)
-    mine = (own or {}).get('land') if src == 'land' else own   # the scene's statistics the rule would use
+    land = (own or {}).get('land')
+    mine = land if src == 'land' else own   # the scene's statistics the rule would use
     enough = mine is not None and own['n_pixels'] >= min_pixels and min(mine['std']) > 0
     stored = SARStats(stats).of(layout)
-    wet = None if src == 'layout' or not enough else 1 - mine['share'] if src == 'land' else dark_share(own, stored)   # its water share
+    wet = None if src == 'layout' or not enough else 1 - land['share'] if src == 'land' else dark_share(own, stored)   # its water share
+    def scene(s): return dict(mean=list(s['mean']), std=list(s['std']), source='scene', pixels='land' if src == 'land' else 'valid') | (
+        dict(water=1 - land['share']) if land else {})
     if src != 'layout' and enough and (wet is None or wet <= max_water):
-        return dict(mean=list(mine['mean']), std=list(mine['std']), source='scene', pixels='land' if src == 'land' else 'valid')
+        if src == 'scene' and land and (stored or {}).get('water') is not None:
+            return scene(at_water_share(own, stored['water']))   # no more water than the training events had
+        return scene(mine)
     if wet is not None and stored is not None:
         warnings.warn(f"{name + ': ' if name else ''}{wet:.0%} of the valid pixels look like water {'seen from its own land' if src == 'land' else 'on the stored scale'} (more than {max_water:.0%}): "
                       f"too little land for the scene's own statistics; standardising with the stored ones")
@@ -161,7 +181,7 @@ def norm_stats(layout:str,        # layout of the scene
     if enough:
         warnings.warn(f"{name + ': ' if name else ''}the model has no statistics for {LAYOUTS[layout].units} ({layout}) data; "
                       f"standardising with the scene's own statistics")
-        return dict(mean=list(mine['mean']), std=list(mine['std']), source='scene', pixels='land' if src == 'land' else 'valid')
+        return scene(mine)
     n = own['n_pixels'] if own else 0
     raise FloodsegInputError(f"{name + ': ' if name else ''}the model has no statistics for layout {layout!r} (it has {sorted(stats)}) "
                              f"and the scene has too few valid pixels ({n} < {min_pixels}) to use its own")
@@ -185,16 +205,17 @@ def chip_norms(survey:pd.DataFrame, # output of `survey_chips`: every chip of th
                min_pixels:int=MIN_SCENE_PIXELS, # events with fewer valid pixels use the stored statistics
                max_water:float=MAX_WATER, # events with more water than this use the stored statistics (`norm_stats`)
               ) -> pd.DataFrame:
-    "`survey` with `NORM_COLUMNS` (the mean and std each chip is standardised with) and `norm_source`; chips without valid pixels get NaN."
+    "`survey` with `NORM_COLUMNS` (the mean and std each chip is standardised with), `norm_source` and `norm_water` (its event's water share seen from its land, where estimated); chips without valid pixels get NaN."
     out = survey.copy()
-    for c in NORM_COLUMNS + ['norm_source']: out[c] = np.nan if c != 'norm_source' else None
+    for c in NORM_COLUMNS + ['norm_source', 'norm_water']: out[c] = np.nan if c != 'norm_source' else None
     ok = survey.n_valid.fillna(0) > 0
     for (lay, ev), g in survey[ok].groupby(['layout', by], sort=False, dropna=False):
         own = pool_stats(g, quantiles=True)
-        if norm_source(norm, lay) == 'land': own['land'] = event_land_stats(g)
+        if norm_source(norm, lay) != 'layout': own['land'] = event_land_stats(g)   # one more read of the event's chips
         s = norm_stats(lay, stats, norm, own, min_pixels, max_water, name=f"{lay} {by} {ev}")
         out.loc[g.index, NORM_COLUMNS] = np.array([*s['mean'], *s['std']])[None].repeat(len(g), 0)
         out.loc[g.index, 'norm_source'] = s['source']
+        out.loc[g.index, 'norm_water'] = s.get('water', np.nan)
     out.attrs = dict(survey.attrs, norm=norm)
     return out
 
@@ -216,6 +237,14 @@ def with_norms(chips:pd.DataFrame, # a chip table (surveyed or not); returned as
         warnings.simplefilter('ignore')   # unusable chips are reported by whoever reads them
         sv = chips if 'problem' in chips else survey_chips(chips, progress=progress)
     return chip_norms(sv, stats, norm)
+
+# %% ../nbs/01_radiometry.ipynb #trainwater-1
+def with_training_water(stats:SARStats,     # the statistics a model is trained with
+                        normed:pd.DataFrame, # `chip_norms` of its training chips
+                       ) -> SARStats:
+    "`stats` with `water` for each layout whose training events had their own statistics: the largest of their water shares (`norm_water`), the most water the model has learned to see on that scale."
+    wet = normed[normed.norm_source.eq('scene') & normed.norm_water.notna()].groupby('layout').norm_water.max()
+    return SARStats({lay: dict(s, water=float(wet[lay])) if lay in wet.index and 'water' not in s else s for lay, s in stats.items()})
 
 # %% ../nbs/01_radiometry.ipynb #units-01
 import re
