@@ -6,8 +6,10 @@
    averages all 8 (x8: 0.29 s per 256² tile in bf16 for the cut -3 network, over the 0.08 s budget).
 2. The "too little land" question: a mostly-water scene standardised with its own statistics. The held-out event's
    water-richest labelled tiles form synthetic scenes of rising water share; each is scored standardised with its
-   own statistics under the model's rule (all valid pixels for `auto`, its land for `ownland`), with the event's own
-   all-pixel statistics (all of its tiles), and with the stored training statistics (the fallback).
+   own statistics under the model's rule as it was before `at_water_share` (all valid pixels for `auto`, its land for
+   `ownland`), under the library's rule now (`norm_stats` with the training events' water share: a wetter scene is
+   standardised at that share), with the event's own all-pixel statistics (all of its tiles), and with the stored
+   training statistics (the fallback).
 
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --water auto_ce_land_c3_nal_s0_b8
@@ -68,17 +70,22 @@ def water_scores(name, chips, shares=(None, 0.06, 0.075, 0.1, 0.15, 0.2, 0.3, 0.
         sv = survey_chips(chips[chips.label.notna()], progress=False)
     sv = sv[sv.problem.isna() & (sv.n_valid > 0)].sort_values('water_frac', ascending=False)
     lay = sv.layout.iloc[0]
-    event, stored = pool_stats(sv), SARStats(cfg['stats']).of(lay)   # (`event` means something only for `auto` models)
+    nocap, capped = protocol.water_stats(cfg, json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold'])
+    event, stored = pool_stats(sv), nocap.of(lay)   # (`event` means something only for `auto` models)
     w = (sv.water_frac * sv.n_valid).cumsum() / sv.n_valid.cumsum()   # pooled water share of the k water-richest tiles
     res = []
     for share in shares:
         n = len(sv) if share is None else int((w >= share).sum())   # the most tiles whose pooled water share is still >= share
         if n < 4: continue
         sub = sv.iloc[:n]
-        own = event_land_stats(sub) if norm_source(cfg.get('norm', 'layout'), lay) == 'land' else pool_stats(sub)   # the model's own rule
-        row = dict(target_share=share, tiles=n, water_share=float(w.iloc[n - 1]),
+        land = event_land_stats(sub)
+        own = land if norm_source(cfg.get('norm', 'layout'), lay) == 'land' else pool_stats(sub)   # the model's own rule before `at_water_share`
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')   # a scene past `MAX_WATER` falls back to the stored statistics, with a warning
+            rule = norm_stats(lay, capped, cfg.get('norm', 'layout'), dict(pool_stats(sub, quantiles=True), land=land))   # the library's rule now
+        row = dict(target_share=share, tiles=n, water_share=float(w.iloc[n - 1]), land_water=1 - land['share'], cap=capped.of(lay).get('water'),
                    dark_share_stored=dark_share(pool_stats(sub, quantiles=True), stored))
-        for src, s in dict(own=own, event=event, stored=stored).items():
+        for src, s in dict(own=own, rule=rule, event=event, stored=stored).items():
             row[src] = pooled(pred, sub, s['mean'], s['std'])['iou']
             row[f'{src}_mean_vv'], row[f'{src}_std_vv'] = s['mean'][0], s['std'][0]
         res.append(row); print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)

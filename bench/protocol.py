@@ -83,6 +83,8 @@ RECIPES = {
     'auto_ce_land_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1.),
     'auto_ce_land_r34c3': dict(BASE, loss='ce', land=True, cut=-3, arch='resnet34'),
     'ownland_c3': dict(BASE, loss='ce', land=True, cut=-3, norm='ownland'),   # the default with 8-bit events standardised by their own land
+    'auto_ce_land_c3_jitter2': dict(BASE, loss='ce', land=True, cut=-3, jitter=2.),   # twice the jitter: ±0.5 sd offset, ±30 % gain
+    'cedice_land_c3_jitter': dict(BASE, loss='ce_dice', land=True, cut=-3, jitter=1.),   # the default with 0.5 CE + 0.5 Dice
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -103,6 +105,8 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'auto_ce_land_c3': 'receptive field at the inference budget: the default (auto_ce_land) with ResNet18 up to stage 3 (cut -3, 0.036 s per 256² tile in bf16)',
     'auto_ce_land_c3_jitter': 'radiometry: the default with random gain (±15 %) and offset (±0.25 sd) per channel and tile, the spread between events',
     'ownland_c3': "radiometry: the default with each 8-bit event standardised with its own land (`land_stats`: trimmed statistics that do not move with the event's water share)",
+    'auto_ce_land_c3_jitter2': 'radiometry: the default with twice the jitter (±0.5 sd offset, ±30 % gain per channel and tile)',
+    'cedice_land_c3_jitter': 'loss: the default with 0.5 CE + 0.5 Dice (the DrivenData benchmark) instead of CE, against under-predicted water',
     'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16)',
 }
 
@@ -195,6 +199,52 @@ def rescore(name):
     f.write_text(json.dumps(r, indent=1, default=float))
     print(f"{name}: IoU at 0.5 {r['model']['iou']:.3f}, at the prior-corrected threshold {r['model_pc']['threshold']:.2f} {r['model_pc']['iou']:.3f}", flush=True)
 
+_SURVEYS = {}   # fold -> (surveyed training chips, surveyed test chips): a batch of rescoring surveys each fold once
+
+def fold_surveys(fold):
+    "The fold's training and test chips, surveyed (cached)."
+    if fold not in _SURVEYS:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            _SURVEYS[fold] = tuple(survey_chips(c, progress=False) for c in fold_chips(fold))
+    return _SURVEYS[fold]
+
+def water_stats(cfg, fold):
+    "(stored statistics without `water`, with it): models saved before `with_training_water` existed get it from the fold's training events, as training now does."
+    nocap = SARStats({k: {a: b for a, b in s.items() if a != 'water'} for k, s in cfg['stats'].items()})
+    if any('water' in s for s in cfg['stats'].values()): return nocap, SARStats(cfg['stats'])
+    train, _ = fold_surveys(fold)   # every chip of an event has its event's water share, so the training blocks' maximum is the events'
+    return nocap, with_training_water(nocap, chip_norms(train, nocap, cfg.get('norm', 'layout')))
+
+def rescore_cap(name):
+    "Score run `name` with and without `at_water_share` (the training events' water share as the most a test scene is standardised at): `model` = without, `model_cap` = with."
+    f = OUT/'runs'/f'{name}.json'
+    r = json.loads(f.read_text())
+    model, cfg = load_model(OUT/'models'/name, device='cpu')
+    nocap, cap = water_stats(cfg, r['fold'])
+    _, test = fold_surveys(r['fold'])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        n0, n1 = (chip_norms(test, s, cfg.get('norm', 'layout')) for s in (nocap, cap))
+    r['water_cap'] = {k: s.get('water') for k, s in cap.items()}
+    if np.allclose(n0[NORM_COLUMNS].values.astype(float), n1[NORM_COLUMNS].values.astype(float), equal_nan=True):
+        r['model_cap'] = dict(r['model'], same_statistics=True)   # the test event is no wetter than the training events: nothing changes
+    else:
+        for key, chips, st in (('model', n0, nocap), ('model_cap', n1, cap)):
+            ev = evaluate_chips(Predictor(model, dict(cfg, stats=st, threshold=0.5)), chips, progress=False)
+            p = ev.per_event().query("event == 'all' and method == 'model'").iloc[0]
+            r[key] = dict(r['model'], iou=float(p.iou), precision=float(p.precision), recall=float(p.recall))
+            if key == 'model':   # the other decision policies without the cap, as in every earlier run
+                r.update(threshold_scores(ev, cfg))
+                cv = ev.hists['model'].curves()
+                at = cv.iloc[int(np.abs(cv.threshold.values - r['threshold_valid']).argmin())]
+                r['model_tv'] = dict(iou=float(at.iou), precision=float(at.precision), recall=float(at.recall), threshold=r['threshold_valid'])
+        r['model_cap']['same_statistics'] = False
+    r['gain_over_best_threshold'] = r['model']['iou'] - r['baselines']['best_threshold_iou']
+    f.write_text(json.dumps(r, indent=1, default=float))
+    print(f"{name}: IoU {r['model']['iou']:.3f}, at the training events' water share {r['model_cap']['iou']:.3f}"
+          + (" (same statistics)" if r['model_cap']['same_statistics'] else ''), flush=True)
+
 def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     name = f"{recipe}_{fold}_s{seed}_b{budget:g}" + (f"_a{adapt:g}" if adapt else '')
     rc = RECIPES[recipe]
@@ -255,12 +305,15 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     print(f"{name}: IoU {res['model']['iou']:.3f} (threshold {thr_valid:.2f} from the validation blocks: {res['model_tv']['iou']:.3f}); "
           f"best tuned threshold {base['best_threshold_iou']:.3f}; {res['steps']} steps, {res['epochs']} epochs, "
           f"{train_cpu:.1f} CPU-min, {train_wall:.1f} min", flush=True)
-    return res
+    rescore_cap(name)
+    return json.loads((OUT/'runs'/f'{name}.json').read_text())
 
 def adapt_run(name, minutes, lo=0.1, hi=0.9, lr=1e-4):
     "Self-train the saved model of run `name` on its fold's test event (without labels) for `minutes` CPU minutes and score it."
     r0 = json.loads((OUT/'runs'/f'{name}.json').read_text())
     model, cfg = load_model(OUT/'models'/name, device='cpu')
+    cfg['stats'] = water_stats(cfg, r0['fold'])[1]   # the library's rule now: a wetter test event at the training events' water share
+    before = r0.get('model_cap', r0['model'])
     _, test = fold_chips(r0['fold'])
     c0 = time.process_time()
     net, acfg = self_train(model, cfg, test.drop(columns='label'), budget=minutes, lr=lr, lo=lo, hi=hi, seed=r0['seed'])
@@ -268,12 +321,12 @@ def adapt_run(name, minutes, lo=0.1, hi=0.9, lr=1e-4):
     ev = evaluate_chips(Predictor(net, dict(acfg, threshold=0.5)), test, progress=False)
     p = ev.per_event().query("event == 'all' and method == 'model'").iloc[0]
     res = dict(run=name, recipe=r0['recipe'], fold=r0['fold'], seed=r0['seed'], budget_cpu_min=r0['budget_cpu_min'], adapt_cpu_min=minutes,
-               lo=lo, hi=hi, lr=lr, before=r0['model'], after=dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall)),
+               lo=lo, hi=hi, lr=lr, before=before, water_cap='model_cap' in r0, after=dict(iou=float(p.iou), precision=float(p.precision), recall=float(p.recall)),
                adapted=acfg['adapted'][-1], cpu_min=cpu, best_threshold_iou=r0['baselines']['best_threshold_iou'])
     (OUT/'adapt').mkdir(parents=True, exist_ok=True)
     tag = f"{name}_a{minutes:g}" + ('' if (lo, hi, lr) == (0.1, 0.9, 1e-4) else f"_lo{lo:g}_hi{hi:g}_lr{lr:g}")
     (OUT/'adapt'/f'{tag}.json').write_text(json.dumps(res, indent=1, default=float))
-    print(f"{tag}: IoU {r0['model']['iou']:.3f} -> {p.iou:.3f} (precision {p.precision:.3f}, recall {p.recall:.3f}); "
+    print(f"{tag}: IoU {before['iou']:.3f} -> {p.iou:.3f} (precision {p.precision:.3f}, recall {p.recall:.3f}); "
           f"pseudo-labelled {res['adapted']['pseudo_labelled_share']:.1%}, {res['adapted']['steps']} steps", flush=True)
     return res
 
@@ -287,7 +340,8 @@ def runs_frame(runs_dir=None):
     "One row per run: recipe, fold, seed, budget, held-out IoU at 0.5 / validation threshold / prior-corrected threshold, cost."
     runs = [json.loads(f.read_text()) for f in sorted(Path(runs_dir or OUT/'runs').glob('*.json'))]
     return pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], iou=r['model']['iou'],
-                              iou_tv=r['model_tv']['iou'], iou_pc=r.get('model_pc', {}).get('iou', np.nan), thr=r['baselines']['best_threshold_iou'],
+                              iou_tv=r['model_tv']['iou'], iou_pc=r.get('model_pc', {}).get('iou', np.nan),
+                              iou_cap=r.get('model_cap', {}).get('iou', np.nan), thr=r['baselines']['best_threshold_iou'],
                               precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
                               cpu=r['train_cpu_min'], rss=r['peak_rss_gb']) for r in runs])
 
@@ -343,7 +397,9 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
     lines += ["", "`best on the test data` picks the best of the four on the held-out event itself, which favours the baseline; the "
               "model is compared with it.", ""]
     for budget in sorted(df.budget.unique()):
-        for policy, what in [('iou', 'decision threshold 0.5'), ('iou_pc', 'prior-corrected threshold (w1 / (w0 + w1) for class-weighted CE, else 0.5)'),
+        for policy, what in [('iou_cap', "decision threshold 0.5, a test scene wetter than the training events standardised at their water share "
+                                        "(`floodseg.radiometry.at_water_share`, the library's rule now)"),
+                             ('iou', 'decision threshold 0.5, the rule before `at_water_share` (a scene\'s own all-pixel statistics at any water share)'), ('iou_pc', 'prior-corrected threshold (w1 / (w0 + w1) for class-weighted CE, else 0.5)'),
                              ('iou_tv', 'threshold chosen on the training events\' validation blocks')]:
             lines += [f"## {budget:g} CPU-minutes of training, {what}", "", recipe_markdown(df, budget, policy), ""]
     lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
@@ -388,12 +444,14 @@ def infer_markdown():
     water = [json.loads(f.read_text()) for f in sorted(d.glob('*_water.json'))] if d.exists() else []
     if water:
         lines += ["## Mostly-water scenes (`bench/infer_levers.py --water`): the held-out event's water-richest tiles, standardised three ways", "",
-                  "`own` = the scene's own statistics under the model's rule (`auto`: all valid pixels; `ownland`: its land, `land_stats`); "
+                  "`own` = the scene's own statistics under the model's rule before `at_water_share` (`auto`: all valid pixels; `ownland`: its land, `land_stats`); "
+                  "`rule now` = the library's rule (`norm_stats` with the training events' water share: a wetter scene standardised at that share, `at_water_share`); "
                   "`event` = the whole event's all-pixel statistics; `stored` = the training statistics. Water IoU at 0.5.", "",
-                  "| model | tiles | labelled water share | water share seen on the stored scale | own | event | stored |", "|---|---|---|---|---|---|---|"]
+                  "| model | tiles | labelled water share | seen from its land | training events' share | own | rule now | event | stored |", "|---|---|---|---|---|---|---|---|---|"]
         for w in water:
             for r in w['scenes']:
-                lines.append(f"| {w['model']} | {r['tiles']} | {r['water_share']:.3f} | {r['dark_share_stored']:.3f} | {r['own']:.3f} | {r['event']:.3f} | {r['stored']:.3f} |")
+                g = lambda k: f"{r[k]:.3f}" if r.get(k) is not None else '–'
+                lines.append(f"| {w['model']} | {r['tiles']} | {r['water_share']:.3f} | {g('land_water')} | {g('cap')} | {r['own']:.3f} | {g('rule')} | {r['event']:.3f} | {r['stored']:.3f} |")
         lines.append("")
     return lines
 
@@ -428,6 +486,7 @@ def main(recipe:str='auto',  # a key of RECIPES
          adapt:float=0.,     # then self-train this many CPU minutes on the test event's tiles (without labels) and score again
          table_only:bool=False, # only print the summary table of the runs so far
          rescore_runs:bool=False, # add threshold scores to earlier runs that lack them (from their saved models)
+         rescore_water:str=None, # add `model_cap` (scored with `at_water_share`) to the runs whose names start with this ('' for all that lack it)
          adapt_model:str=None, # self-train the saved model of this run (e.g. auto_nal_s0_b8) for --adapt minutes instead of training
          lo:float=0.1, hi:float=0.9, adapt_lr:float=1e-4, # pseudo-label thresholds and learning rate for --adapt-model
          ensemble:bool=False, # score the mean probability of the recipe's saved seeds on --fold instead of training
@@ -437,6 +496,10 @@ def main(recipe:str='auto',  # a key of RECIPES
     if rescore_runs:
         for f in sorted((OUT/'runs').glob('*.json')):
             if 'model_pc' not in json.loads(f.read_text()): rescore(f.stem)
+        return
+    if rescore_water is not None:
+        for f in sorted((OUT/'runs').glob(f'{rescore_water}*.json')):
+            if 'model_cap' not in json.loads(f.read_text()): rescore_cap(f.stem)
         return
     if adapt_model: return adapt_run(adapt_model, adapt or 2., lo, hi, adapt_lr)
     if ensemble: return ensemble_run(recipe, fold, budget)
