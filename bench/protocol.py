@@ -209,12 +209,22 @@ def fold_surveys(fold):
             _SURVEYS[fold] = tuple(survey_chips(c, progress=False) for c in fold_chips(fold))
     return _SURVEYS[fold]
 
+def without_water(stats):
+    "`stats` without the training events' water share: the rule before `at_water_share`."
+    return SARStats({k: {a: b for a, b in s.items() if a != 'water'} for k, s in stats.items()})
+
+def training_water(cfg, train):
+    "The model's stored statistics with the largest water share of the events of `train` (chips, surveyed or not), as `sar_dataloaders` stores it."
+    nocap = without_water(cfg['stats'])
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        sv = train if 'problem' in train else survey_chips(train, progress=False)
+    return with_training_water(nocap, chip_norms(sv, nocap, cfg.get('norm', 'layout')))
+
 def water_stats(cfg, fold):
     "(stored statistics without `water`, with it): models saved before `with_training_water` existed get it from the fold's training events, as training now does."
-    nocap = SARStats({k: {a: b for a, b in s.items() if a != 'water'} for k, s in cfg['stats'].items()})
-    if any('water' in s for s in cfg['stats'].values()): return nocap, SARStats(cfg['stats'])
-    train, _ = fold_surveys(fold)   # every chip of an event has its event's water share, so the training blocks' maximum is the events'
-    return nocap, with_training_water(nocap, chip_norms(train, nocap, cfg.get('norm', 'layout')))
+    has = any('water' in s for s in cfg['stats'].values())   # every chip of an event has its event's share, so the training blocks' maximum is the events'
+    return without_water(cfg['stats']), SARStats(cfg['stats']) if has else training_water(cfg, fold_surveys(fold)[0])
 
 def rescore_cap(name):
     "Score run `name` with and without `at_water_share` (the training events' water share as the most a test scene is standardised at): `model` = without, `model_cap` = with."

@@ -14,11 +14,12 @@
 import json, os, shutil, subprocess, sys, time, warnings
 from pathlib import Path
 import numpy as np
+import pandas as pd
 import torch
 from fastcore.script import call_parse
 from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
-from protocol import RECIPES, OUT as PROTO, FOLDS, SAME_ON_ETCI, runs_frame, recipe_table
+from protocol import RECIPES, OUT as PROTO, FOLDS, SAME_ON_ETCI, runs_frame, recipe_table, training_water
 import floodseg
 from floodseg.io import *
 from floodseg.learner import *
@@ -45,17 +46,6 @@ ALL_NOTE = """- 8-bit scenes are standardised with the mean and standard deviati
   stored scale, or fewer than 256² valid pixels, use the stored statistics."""
 LAND_NOTE = """- 8-bit scenes are standardised with their own land's statistics (`land_stats`), which hold while land is most of the scene;
   a scene with more than half water, or fewer than 256² valid pixels, uses the stored statistics."""
-
-def training_water(cfg, root):
-    "The model's statistics with the training events' water share (`with_training_water`), for a model trained before `floodseg_train` stored it: the same computation over the same events."
-    from floodseg.radiometry import SARStats, chip_norms, with_training_water
-    import pandas as pd
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        chips = pd.concat([chip_table(root/l) for l in ('etci2021', 'sen1floods11', 'stac_overflow')], ignore_index=True)
-        sv = survey_chips(chips, progress=False)
-    sv = sv[sv.problem.isna() & sv.label.notna()]   # the chips floodseg_train trains or validates on; their events' shares do not depend on the split
-    return dict(with_training_water(SARStats(cfg['stats']), chip_norms(sv, SARStats(cfg['stats']), cfg.get('norm', 'layout'))))
 
 def agreement(a, b):
     "Largest |difference| of the water probability of two model folders on the embedded sample's chips."
@@ -192,7 +182,10 @@ def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
     diff = agreement(src, stage)   # float16 against float32, same statistics
     cfg = json.loads((stage/CONFIG_FILE).read_text())
     if not any('water' in v for v in cfg['stats'].values()):   # trained before floodseg_train stored it
-        cfg['stats'] = training_water(cfg, root)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            chips = pd.concat([chip_table(root/l) for l in ('etci2021', 'sen1floods11', 'stac_overflow')], ignore_index=True)
+        cfg['stats'] = dict(training_water(cfg, chips))   # every chip of the events, labelled or not, as floodseg_train pools them
         print('added the training events\' water share:', {k: v.get('water') for k, v in cfg['stats'].items()}, flush=True)
     rows = protocol_rows(recipe)
     cost = json.loads((PROTO/'cost.json').read_text()).get(recipe, {}) if (PROTO/'cost.json').exists() else {}
