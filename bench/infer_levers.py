@@ -10,11 +10,14 @@
    `ownland`), under the library's rule now (`norm_stats` with the training events' water share: a wetter scene is
    standardised at that share), with the event's own all-pixel statistics (all of its tiles), and with the stored
    training statistics (the fallback).
+3. AdaBN: every BatchNorm layer's statistics recomputed over the held-out event's own tiles (labels unused), against
+   the statistics the model was trained with; both under the library's rule (`at_water_share`).
 
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --water auto_ce_land_c3_nal_s0_b8
+    OMP_NUM_THREADS=1 nice python bench/infer_levers.py --bn auto_ce_land_c3_jitter_nal_s0_b8
 
-Results: bench/protocol/infer/<model>_tta.json, <model>_water.json; `python bench/protocol.py --table-only` reports them.
+Results: bench/protocol/infer/<model>_tta.json, <model>_water.json, <model>_bn.json; `python bench/protocol.py --table-only` reports them.
 """
 import json, sys, warnings
 from pathlib import Path
@@ -91,10 +94,44 @@ def water_scores(name, chips, shares=(None, 0.06, 0.075, 0.1, 0.15, 0.2, 0.3, 0.
         res.append(row); print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     return res
 
+def adapt_bn(model, xbs):
+    "Re-estimate every BatchNorm layer's statistics of `model` (in place) as the plain average over the batches `xbs`."
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
+    with torch.no_grad():
+        for xb in xbs: model(xb)
+    for m in bns: m.eval()
+    return model
+
+def bn_scores(name, chips):
+    "Pooled water IoU at 0.5 of model `name` on its test `chips` under the library's rule, with the training BatchNorm statistics and with statistics re-estimated on each event's own tiles (AdaBN, labels unused)."
+    model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
+    cfg['stats'] = protocol.water_stats(cfg, json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold'])[1]
+    chips = with_norms(chips, cfg['stats'], cfg.get('norm', 'layout'))
+    counts = {k: dict.fromkeys(COUNTS, 0) for k in ('train', 'event')}
+    for ev, sub in chips.groupby('event', sort=False):
+        batches = [(batch, torch.stack([chip_input(c, r) for r, c in batch])) for batch, _ in read_batches(sub, 4, progress=False) if batch]
+        preds = dict(train=Predictor(model, dict(cfg, threshold=0.5), precision='fp32'))
+        net = adapt_bn(Predictor(model, cfg, precision='fp32').model, [protocol_pad(xb) for _, xb in batches])
+        preds['event'] = Predictor(net, dict(cfg, threshold=0.5), precision='fp32')
+        for k, pred in preds.items():
+            for batch, xb in batches:
+                for (r, c), p in zip(batch, pred.probs(xb)):
+                    if c.label is None: continue
+                    p[~c.valid] = 0
+                    for kk, v in confusion(p, c.label).items(): counts[k][kk] += v
+    return {k: scores(**c) for k, c in counts.items()}
+
+def protocol_pad(xb):
+    "Pad a batch to a multiple of 32, as `Predictor.logits` does."
+    h, w = xb.shape[-2:]
+    return torch.nn.functional.pad(xb, (0, -w % 32, 0, -h % 32))
+
 @call_parse
 def main(models:str, # protocol model names (bench/protocol/models/<name>), separated by spaces
          tta:bool=False, # TTA subsets on the model's held-out fold
          water:bool=False, # synthetic mostly-water scenes from the held-out fold's water-richest tiles
+         bn:bool=False, # BatchNorm statistics re-estimated on the held-out event's own tiles (AdaBN)
         ):
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -104,6 +141,10 @@ def main(models:str, # protocol model names (bench/protocol/models/<name>), sepa
         if tta and not (OUT/f'{name}_tta.json').exists():
             r = tta_scores(name, test)
             (OUT/f'{name}_tta.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
+            print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
+        if bn and not (OUT/f'{name}_bn.json').exists():
+            r = bn_scores(name, test)
+            (OUT/f'{name}_bn.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
             print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
         if water and not (OUT/f'{name}_water.json').exists():
             r = water_scores(name, test)
