@@ -12,12 +12,16 @@
    training statistics (the fallback).
 3. AdaBN: every BatchNorm layer's statistics recomputed over the held-out event's own tiles (labels unused), against
    the statistics the model was trained with; both under the library's rule (`at_water_share`).
+4. A permanent-water map (ETCI `water_body_label`), the issue's optional extra input, measured here as a
+   union at prediction time, not as a trained input channel: the map alone, the model or'ed with it, and each
+   threshold tuned on the training events or'ed with it. ETCI folds only: the shared Sen1Floods11 chips have no such map.
 
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --water auto_ce_land_c3_nal_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --bn auto_ce_land_c3_jitter_nal_s0_b8
+    OMP_NUM_THREADS=1 nice python bench/infer_levers.py --perm auto_ce_land_c3_jitter_nal_s0_b8
 
-Results: bench/protocol/infer/<model>_tta.json, <model>_water.json, <model>_bn.json; `python bench/protocol.py --table-only` reports them.
+Results: bench/protocol/infer/<model>_tta.json, <model>_water.json, <model>_bn.json, <model>_perm.json; `python bench/protocol.py --table-only` reports them.
 """
 import json, sys, warnings
 from pathlib import Path
@@ -32,6 +36,7 @@ from floodseg.radiometry import *
 from floodseg.learner import load_model
 from floodseg.predict import *
 from floodseg.metrics import confusion, scores, COUNTS
+from floodseg.baselines import BAND_INDEX
 
 OUT = protocol.OUT/'infer'
 TTA_SETS = {'x1': [0], 'x2': [0, 4], 'x4': [0, 2, 4, 6]}   # dihedral k: 4 = horizontal flip, 2 = 180°, 6 = vertical flip
@@ -122,6 +127,41 @@ def bn_scores(name, chips):
                     for kk, v in confusion(p, c.label).items(): counts[k][kk] += v
     return {k: scores(**c) for k, c in counts.items()}
 
+def permanent_water(row):
+    "The ETCI chip's permanent-water map (`water_body_label`, 0/255 PNG) as booleans."
+    f = Path(str(row.label).replace('/flood_label/', '/water_body_label/'))
+    if not f.exists(): raise FileNotFoundError(f"{f}: no permanent-water map for chip {row.chip_id}")
+    return read_raster(f, [1]).data[0] > 0
+
+def perm_scores(name, chips):
+    "Pooled water IoU on the ETCI test `chips` of the model `name` (library's rule, 0.5), the permanent-water map, and their union; the same for the fold's thresholds."
+    model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
+    fold = json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold']
+    cfg['stats'] = protocol.water_stats(cfg, fold)[1]
+    pred = Predictor(model, dict(cfg, threshold=0.5))
+    base = protocol.baselines(fold)
+    ts = {f'raw_{b}': base[f'raw_{b}']['threshold'] for b in ('vv', 'vh')}
+    chips = with_norms(chips, cfg['stats'], cfg.get('norm', 'layout'))
+    keys = ['model', 'perm', 'model_or_perm'] + [k + s for k in ts for s in ('', '_or_perm')]
+    counts = {k: dict.fromkeys(COUNTS, 0) for k in keys}
+    for batch, _ in read_batches(chips, 4, progress=False):
+        batch = [(r, c) for r, c in batch if c.label is not None]
+        if not batch: continue
+        xb = torch.stack([chip_input(c, r) for r, c in batch])
+        for (r, c), p in zip(batch, pred.probs(xb)):
+            pw = permanent_water(r)
+            maps = dict(model=p >= 0.5, perm=pw)
+            maps['model_or_perm'] = maps['model'] | pw
+            for k, t in ts.items():
+                maps[k] = c.image[BAND_INDEX[k[4:]]] < t
+                maps[k + '_or_perm'] = maps[k] | pw
+            for k, m in maps.items():
+                q = m.astype(np.float32); q[~c.valid] = 0
+                for kk, v in confusion(q, c.label).items(): counts[k][kk] += v
+    res = {k: scores(**c) for k, c in counts.items()}
+    for k in ts: assert abs(res[k]['iou'] - base[k]['test_iou']) < 1e-3, (k, res[k]['iou'], base[k]['test_iou'])   # the same pixels as the protocol's baselines
+    return res
+
 def protocol_pad(xb):
     "Pad a batch to a multiple of 32, as `Predictor.logits` does."
     h, w = xb.shape[-2:]
@@ -132,6 +172,7 @@ def main(models:str, # protocol model names (bench/protocol/models/<name>), sepa
          tta:bool=False, # TTA subsets on the model's held-out fold
          water:bool=False, # synthetic mostly-water scenes from the held-out fold's water-richest tiles
          bn:bool=False, # BatchNorm statistics re-estimated on the held-out event's own tiles (AdaBN)
+         perm:bool=False, # the permanent-water map or'ed with the model and with the thresholds (ETCI folds)
         ):
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -145,6 +186,10 @@ def main(models:str, # protocol model names (bench/protocol/models/<name>), sepa
         if bn and not (OUT/f'{name}_bn.json').exists():
             r = bn_scores(name, test)
             (OUT/f'{name}_bn.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
+            print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
+        if perm and not (OUT/f'{name}_perm.json').exists():
+            r = perm_scores(name, test)
+            (OUT/f'{name}_perm.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
             print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
         if water and not (OUT/f'{name}_water.json').exists():
             r = water_scores(name, test)

@@ -111,7 +111,7 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'cedice_land_c3_jitter': 'loss: the default with 0.5 CE + 0.5 Dice (the DrivenData benchmark) instead of CE, against under-predicted water',
     'ref3_c3_jitter': 'radiometry: the default with every 8-bit event, training ones too, standardised as if it had at most 3 % water (`at_water_share`; the shared events have 3.1 % and 8.0 % seen from their land), one scale for dry and wet events',
     'auto_ce_land_c3_jitter_ema': 'ensembles: the default with weight averaging (EMA 0.98 of the weights over the last ~50 steps), an ensemble that costs nothing at inference',
-    'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16)',
+    'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16; 12.9 M parameters, 25.8 MB in float16: over the 20 MB a shipped model may take)',
 }
 
 def fold_chips(fold):
@@ -363,6 +363,20 @@ def runs_frame(runs_dir=None):
                               precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
                               cpu=r['train_cpu_min'], rss=r['peak_rss_gb']) for r in runs])
 
+DEFAULT = 'auto_ce_land_c3_jitter'   # the recipe that ships (`bench/ship_model.py`)
+
+def fold_seed_values(gb, rec, policy):
+    "{(fold, seed): IoU} of recipe `rec` among the runs `gb` of one budget, stand-in runs included (`SAME_ON_ETCI`)."
+    g = gb[gb.recipe == rec]
+    if rec in SAME_ON_ETCI: g = pd.concat([g, gb[(gb.recipe == SAME_ON_ETCI[rec]) & (gb.fold != 's1')]])
+    return {(r.fold, r.seed): getattr(r, policy) for r in g.itertuples()}
+
+def paired_gain(gb, rec, policy, ref=DEFAULT):
+    "Mean, standard error and count of `rec` minus `ref` over the (fold, seed) pairs both have: the same folds and seeds, so the folds' spread cancels."
+    a, b = fold_seed_values(gb, rec, policy), fold_seed_values(gb, ref, policy)
+    d = np.array([a[k] - b[k] for k in a if k in b and np.isfinite(a[k] - b[k])])
+    return (d.mean(), d.std(ddof=1) / np.sqrt(len(d)), len(d)) if rec != ref and len(d) > 1 else None
+
 def recipe_table(df, budget, policy='iou'):
     "Per recipe at `budget`: each fold's held-out IoU (mean, sd, n; under threshold `policy`: iou = 0.5, iou_tv, iou_pc), mean over folds, worst gain."
     base = {f: json.loads((OUT/f'baselines_{f}.json').read_text())['best_threshold_iou'] for f in FOLDS}
@@ -377,6 +391,7 @@ def recipe_table(df, budget, policy='iou'):
         full = all(row[f] for f in FOLDS)
         row['mean'] = np.mean([row[f][0] for f in FOLDS]) if full else np.nan
         row['worst_gain'] = min(row[f][0] - base[f] for f in FOLDS) if full else np.nan
+        row['paired'] = paired_gain(gb, rec, policy)
         row.update(epochs=g.epochs.mean(), cpu=g.cpu.mean(), rss=g.rss.max(), n_runs=len(g))
         rows.append(row)
     return pd.DataFrame(rows).sort_values('mean', ascending=False, na_position='last'), base
@@ -386,13 +401,14 @@ def recipe_markdown(df, budget, policy='iou', cost=None):
     t, base = recipe_table(df, budget, policy)
     cost = cost if cost is not None else (json.loads((OUT/'cost.json').read_text()) if (OUT/'cost.json').exists() else {})
     cell = lambda v: '–' if v is None else (_fmt(*v[:3]) + (' †' if v[3] else ''))
-    lines = ["| recipe | " + " | ".join(f"{f}" for f in FOLDS) + " | mean | worst gain over the threshold | epochs | s per 256² tile (bf16) |",
-             "|---|" + "---|" * (len(FOLDS) + 4)]
+    lines = ["| recipe | " + " | ".join(f"{f}" for f in FOLDS) + " | mean | worst gain over the threshold | paired gain over the default | epochs | s per 256² tile (bf16) |",
+             "|---|" + "---|" * (len(FOLDS) + 5)]
+    pg = lambda v: '–' if v is None else f"{v[0]:+.3f} ± {v[1]:.3f} ({v[2]})"
     for r in t.itertuples():
         c = cost.get(r.recipe, {})
         lines.append(f"| {r.recipe} | " + " | ".join(cell(getattr(r, f)) for f in FOLDS) +
-                     (f" | **{r.mean:.3f}** | {r.worst_gain:+.3f} |" if np.isfinite(r.mean) else " | – | – |") + f" {r.epochs:.0f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
-    lines.append("| *best tuned threshold* | " + " | ".join(f"{base[f]:.3f}" for f in FOLDS) + f" | {np.mean(list(base.values())):.3f} | | | |")
+                     (f" | **{r.mean:.3f}** | {r.worst_gain:+.3f} |" if np.isfinite(r.mean) else " | – | – |") + f" {pg(r.paired)} | {r.epochs:.0f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
+    lines.append("| *best tuned threshold* | " + " | ".join(f"{base[f]:.3f}" for f in FOLDS) + f" | {np.mean(list(base.values())):.3f} | | | | |")
     return "\n".join(lines)
 
 def table(out=Path(__file__).parent/'PROTOCOL.md'):
@@ -448,7 +464,7 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
     print("\n".join(lines))
 
 def infer_markdown():
-    "Sections for the inference-side levers of `bench/infer_levers.py` (TTA subsets, mostly-water scenes), if they were run."
+    "Sections for the inference-side levers of `bench/infer_levers.py` (TTA subsets, AdaBN, a permanent-water map, mostly-water scenes), if they were run."
     lines, d = [], OUT/'infer'
     tta = [json.loads(f.read_text()) for f in sorted(d.glob('*_tta.json'))] if d.exists() else []
     if tta:
@@ -468,6 +484,17 @@ def infer_markdown():
                   "| recipe | fold | models | training | test event | gain |", "|---|---|---|---|---|---|"]
         for (rec, f), g in t.groupby(['recipe', 'fold']):
             lines.append(f"| {rec} | {f} | {len(g)} | {g.train.mean():.3f} | {g.event.mean():.3f} | {(g.event - g.train).mean():+.3f} |")
+        lines.append("")
+    perm = [json.loads(f.read_text()) for f in sorted(d.glob('*_perm.json'))] if d.exists() else []
+    if perm:
+        t = pd.DataFrame([dict(recipe=r['model'].rsplit('_', 3)[0], fold=r['fold'], **{k: v['iou'] for k, v in r['scores'].items()}) for r in perm])
+        lines += ["## A permanent-water map or'ed at prediction time (`bench/infer_levers.py --perm`; ETCI folds, threshold 0.5, the same saved models)", "",
+                  "`map` = ETCI's `water_body_label` alone (the dataset's permanent water, scored against the flood label); `+ map` = the prediction or'ed with it; "
+                  "the thresholds are the fold's, tuned on the training events. Not a trained input channel; the shared Sen1Floods11 chips have no such map.", "",
+                  "| recipe | fold | models | map alone | model | model + map | VV threshold | VV threshold + map | VH threshold | VH threshold + map |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for (rec, f), g in t.groupby(['recipe', 'fold']):
+            lines.append(f"| {rec} | {f} | {len(g)} | {g.perm.mean():.3f} | {g.model.mean():.3f} | {g.model_or_perm.mean():.3f} | {g.raw_vv.mean():.3f} | "
+                         f"{g.raw_vv_or_perm.mean():.3f} | {g.raw_vh.mean():.3f} | {g.raw_vh_or_perm.mean():.3f} |")
         lines.append("")
     water = [json.loads(f.read_text()) for f in sorted(d.glob('*_water.json'))] if d.exists() else []
     if water:
