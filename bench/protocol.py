@@ -87,6 +87,8 @@ RECIPES = {
     'cedice_land_c3_jitter': dict(BASE, loss='ce_dice', land=True, cut=-3, jitter=1.),   # the default with 0.5 CE + 0.5 Dice
     'auto_ce_land_c3_jitter_ema': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., ema=0.98),   # the default with weight averaging
     'ref3_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., ref_water=0.03),   # the default, every 8-bit event standardised at 3 % water at most
+    'wce_land_c3_jitter': dict(BASE, land=True, cut=-3, jitter=1.),   # the default with class-weighted CE (against under-predicted water)
+    'auto_ce_land_c3_jitter_lr3': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., lr=3e-3),   # the default at three times the learning rate
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -111,6 +113,8 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'cedice_land_c3_jitter': 'loss: the default with 0.5 CE + 0.5 Dice (the DrivenData benchmark) instead of CE, against under-predicted water',
     'ref3_c3_jitter': 'radiometry: the default with every 8-bit event, training ones too, standardised as if it had at most 3 % water (`at_water_share`; the shared events have 3.1 % and 8.0 % seen from their land), one scale for dry and wet events',
     'auto_ce_land_c3_jitter_ema': 'ensembles: the default with weight averaging (EMA 0.98 of the weights over the last ~50 steps), an ensemble that costs nothing at inference',
+    'wce_land_c3_jitter': 'loss: the default with class-weighted cross-entropy (weights from the training water share), against under-predicted water',
+    'auto_ce_land_c3_jitter_lr3': 'optimisation: the default at learning rate 3e-3 (one-cycle peak; the default 1e-3), more progress in a fixed budget',
     'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16; 12.9 M parameters, 25.8 MB in float16: over the 20 MB a shipped model may take)',
 }
 
@@ -463,39 +467,36 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
+def infer_frame(suffix, scores=lambda s: {k: v['iou'] for k, v in s.items()}):
+    "The results `bench/protocol/infer/*_<suffix>.json` of `bench/infer_levers.py`, a row per saved model: recipe, fold and its `scores`."
+    d = OUT/'infer'
+    rs = [json.loads(f.read_text()) for f in sorted(d.glob(f'*_{suffix}.json'))] if d.exists() else []
+    return pd.DataFrame([dict(recipe=r['model'].rsplit('_', 3)[0], fold=r['fold'], **scores(r['scores'])) for r in rs])
+
+def infer_section(t, title, prose, cols):
+    "A Markdown section of the per-model frame `t`: per recipe and fold, the mean of each of `cols` ({header: column, or (a, b) for the mean gain a - b})."
+    if not len(t): return []
+    cell = lambda g, c: f"{(g[c[0]] - g[c[1]]).mean():+.3f}" if isinstance(c, tuple) else f"{g[c].mean():.3f}"
+    lines = [f"## {title}", "", prose, "", "| recipe | fold | models | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    for (rec, f), g in t.groupby(['recipe', 'fold']):
+        lines.append(f"| {rec} | {f} | {len(g)} | " + " | ".join(cell(g, c) for c in cols.values()) + " |")
+    return lines + [""]
+
 def infer_markdown():
     "Sections for the inference-side levers of `bench/infer_levers.py` (TTA subsets, AdaBN, a permanent-water map, mostly-water scenes), if they were run."
     lines, d = [], OUT/'infer'
-    tta = [json.loads(f.read_text()) for f in sorted(d.glob('*_tta.json'))] if d.exists() else []
-    if tta:
-        t = pd.DataFrame([dict(recipe=r['model'].rsplit('_', 3)[0], fold=r['fold'], **{s: v['iou'] for s, v in r['scores'].items()}) for r in tta])
-        lines += ["## Test-time augmentation subsets (`bench/infer_levers.py --tta`; threshold 0.5, the same saved models)", "",
-                  "x1 = no TTA, x2 = identity + horizontal flip, x4 = identity, both flips and 180° rotation; inference cost x1, x2, x4.", "",
-                  "| recipe | fold | models | x1 | x2 | x4 | gain of x2 | gain of x4 |", "|---|---|---|---|---|---|---|---|"]
-        for (rec, f), g in t.groupby(['recipe', 'fold']):
-            lines.append(f"| {rec} | {f} | {len(g)} | {g.x1.mean():.3f} | {g.x2.mean():.3f} | {g.x4.mean():.3f} | {(g.x2 - g.x1).mean():+.3f} | {(g.x4 - g.x1).mean():+.3f} |")
-        lines.append("")
-    bn = [json.loads(f.read_text()) for f in sorted(d.glob('*_bn.json'))] if d.exists() else []
-    if bn:
-        t = pd.DataFrame([dict(recipe=r['model'].rsplit('_', 3)[0], fold=r['fold'], train=r['scores']['train']['iou'], event=r['scores']['event']['iou']) for r in bn])
-        lines += ["## BatchNorm statistics re-estimated on the test event (AdaBN, `bench/infer_levers.py --bn`; threshold 0.5, the same saved models, the library's rule)", "",
-                  "`training` = the BatchNorm statistics the model was trained with; `test event` = every BatchNorm layer's mean and variance recomputed "
-                  "over the held-out event's own tiles (per event: each Sen1Floods11 country is one), labels unused. Inference cost x2 (one more pass).", "",
-                  "| recipe | fold | models | training | test event | gain |", "|---|---|---|---|---|---|"]
-        for (rec, f), g in t.groupby(['recipe', 'fold']):
-            lines.append(f"| {rec} | {f} | {len(g)} | {g.train.mean():.3f} | {g.event.mean():.3f} | {(g.event - g.train).mean():+.3f} |")
-        lines.append("")
-    perm = [json.loads(f.read_text()) for f in sorted(d.glob('*_perm.json'))] if d.exists() else []
-    if perm:
-        t = pd.DataFrame([dict(recipe=r['model'].rsplit('_', 3)[0], fold=r['fold'], **{k: v['iou'] for k, v in r['scores'].items()}) for r in perm])
-        lines += ["## A permanent-water map or'ed at prediction time (`bench/infer_levers.py --perm`; ETCI folds, threshold 0.5, the same saved models)", "",
-                  "`map` = ETCI's `water_body_label` alone (the dataset's permanent water, scored against the flood label); `+ map` = the prediction or'ed with it; "
-                  "the thresholds are the fold's, tuned on the training events. Not a trained input channel; the shared Sen1Floods11 chips have no such map.", "",
-                  "| recipe | fold | models | map alone | model | model + map | VV threshold | VV threshold + map | VH threshold | VH threshold + map |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for (rec, f), g in t.groupby(['recipe', 'fold']):
-            lines.append(f"| {rec} | {f} | {len(g)} | {g.perm.mean():.3f} | {g.model.mean():.3f} | {g.model_or_perm.mean():.3f} | {g.raw_vv.mean():.3f} | "
-                         f"{g.raw_vv_or_perm.mean():.3f} | {g.raw_vh.mean():.3f} | {g.raw_vh_or_perm.mean():.3f} |")
-        lines.append("")
+    lines += infer_section(infer_frame('tta'), "Test-time augmentation subsets (`bench/infer_levers.py --tta`; threshold 0.5, the same saved models)",
+        "x1 = no TTA, x2 = identity + horizontal flip, x4 = identity, both flips and 180° rotation; inference cost x1, x2, x4.",
+        {'x1': 'x1', 'x2': 'x2', 'x4': 'x4', 'gain of x2': ('x2', 'x1'), 'gain of x4': ('x4', 'x1')})
+    lines += infer_section(infer_frame('bn'), "BatchNorm statistics re-estimated on the test event (AdaBN, `bench/infer_levers.py --bn`; threshold 0.5, the same saved models, the library's rule)",
+        "`training` = the BatchNorm statistics the model was trained with; `test event` = every BatchNorm layer's mean and variance recomputed "
+        "over the held-out event's own tiles (per event: each Sen1Floods11 country is one), labels unused. Inference cost x2 (one more pass).",
+        {'training': 'train', 'test event': 'event', 'gain': ('event', 'train')})
+    lines += infer_section(infer_frame('perm'), "A permanent-water map or'ed at prediction time (`bench/infer_levers.py --perm`; ETCI folds, threshold 0.5, the same saved models)",
+        "`map` = ETCI's `water_body_label` alone (the dataset's permanent water, scored against the flood label); `+ map` = the prediction or'ed with it; "
+        "the thresholds are the fold's, tuned on the training events. Not a trained input channel; the shared Sen1Floods11 chips have no such map.",
+        {'map alone': 'perm', 'model': 'model', 'model + map': 'model_or_perm', 'VV threshold': 'raw_vv', 'VV threshold + map': 'raw_vv_or_perm',
+         'VH threshold': 'raw_vh', 'VH threshold + map': 'raw_vh_or_perm'})
     water = [json.loads(f.read_text()) for f in sorted(d.glob('*_water.json'))] if d.exists() else []
     if water:
         lines += ["## Mostly-water scenes (`bench/infer_levers.py --water`): the held-out event's water-richest tiles, standardised three ways", "",
