@@ -99,26 +99,24 @@ def water_scores(name, chips, shares=(None, 0.06, 0.075, 0.1, 0.15, 0.2, 0.3, 0.
         res.append(row); print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
     return res
 
-def adapt_bn(model, xbs):
-    "Re-estimate every BatchNorm layer's statistics of `model` (in place) as the plain average over the batches `xbs`."
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+def adapt_bn(pred, xbs):
+    "Re-estimate every BatchNorm layer's statistics of `pred`'s network (the predictor's own copy, in place) as the plain average over the batches `xbs`."
+    bns = [m for m in pred.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in bns: m.reset_running_stats(); m.momentum = None; m.train()
-    with torch.no_grad():
-        for xb in xbs: model(xb)
+    for xb in xbs: pred.logits(xb)
     for m in bns: m.eval()
-    return model
+    return pred
 
 def bn_scores(name, chips):
     "Pooled water IoU at 0.5 of model `name` on its test `chips` under the library's rule, with the training BatchNorm statistics and with statistics re-estimated on each event's own tiles (AdaBN, labels unused)."
     model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
-    cfg['stats'] = protocol.water_stats(cfg, json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold'])[1]
+    cfg = dict(cfg, stats=protocol.water_stats(cfg, json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold'])[1], threshold=0.5)
     chips = with_norms(chips, cfg['stats'], cfg.get('norm', 'layout'))
+    train = Predictor(model, cfg, precision='fp32')
     counts = {k: dict.fromkeys(COUNTS, 0) for k in ('train', 'event')}
     for ev, sub in chips.groupby('event', sort=False):
         batches = [(batch, torch.stack([chip_input(c, r) for r, c in batch])) for batch, _ in read_batches(sub, 4, progress=False) if batch]
-        preds = dict(train=Predictor(model, dict(cfg, threshold=0.5), precision='fp32'))
-        net = adapt_bn(Predictor(model, cfg, precision='fp32').model, [protocol_pad(xb) for _, xb in batches])
-        preds['event'] = Predictor(net, dict(cfg, threshold=0.5), precision='fp32')
+        preds = dict(train=train, event=adapt_bn(Predictor(model, cfg, precision='fp32'), [xb for _, xb in batches]))
         for k, pred in preds.items():
             for batch, xb in batches:
                 for (r, c), p in zip(batch, pred.probs(xb)):
@@ -161,11 +159,6 @@ def perm_scores(name, chips):
     res = {k: scores(**c) for k, c in counts.items()}
     for k in ts: assert abs(res[k]['iou'] - base[k]['test_iou']) < 1e-3, (k, res[k]['iou'], base[k]['test_iou'])   # the same pixels as the protocol's baselines
     return res
-
-def protocol_pad(xb):
-    "Pad a batch to a multiple of 32, as `Predictor.logits` does."
-    h, w = xb.shape[-2:]
-    return torch.nn.functional.pad(xb, (0, -w % 32, 0, -h % 32))
 
 @call_parse
 def main(models:str, # protocol model names (bench/protocol/models/<name>), separated by spaces

@@ -272,12 +272,11 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     set_seed(seed, reproducible=True)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        dls = sar_dataloaders(train, valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'], land_stats=rc.get('land', False),
-                              seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None)
-        if rc.get('ref_water') is not None:   # every own-statistics training event standardised at no more than this water share
-            st = SARStats({lay: dict(v, water=rc['ref_water']) for lay, v in dls.stats.items()})
-            dls = sar_dataloaders(train, valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'], land_stats=rc.get('land', False),
-                                  stats=st, seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None)
+        opts = dict(valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'], land_stats=rc.get('land', False),
+                    seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None)
+        dls = sar_dataloaders(train, **opts)
+        if rc.get('ref_water') is not None:   # every own-statistics training event standardised at no more than this water share (built again: the stats come from the first build)
+            dls = sar_dataloaders(train, stats=SARStats({lay: dict(v, water=rc['ref_water']) for lay, v in dls.stats.items()}), **opts)
         if rc['jitter']: dls.train.after_batch.add(RadiometricJitter(0.25 * rc['jitter'], 0.15 * rc['jitter']))
         learn = flood_learner(dls, arch=rc['arch'], pretrained=False, cut=rc['cut'], last_cross=rc['last_cross'], loss=rc['loss'],
                               path=OUT/'models')
@@ -369,15 +368,16 @@ def runs_frame(runs_dir=None):
 
 DEFAULT = 'auto_ce_land_c3_jitter'   # the recipe that ships (`bench/ship_model.py`)
 
-def fold_seed_values(gb, rec, policy):
-    "{(fold, seed): IoU} of recipe `rec` among the runs `gb` of one budget, stand-in runs included (`SAME_ON_ETCI`)."
-    g = gb[gb.recipe == rec]
-    if rec in SAME_ON_ETCI: g = pd.concat([g, gb[(gb.recipe == SAME_ON_ETCI[rec]) & (gb.fold != 's1')]])
-    return {(r.fold, r.seed): getattr(r, policy) for r in g.itertuples()}
+def recipe_runs(gb, rec):
+    "The runs of recipe `rec` among `gb` (one budget), with its `SAME_ON_ETCI` stand-in's runs on each ETCI fold it has none of (column `stand_in`)."
+    g = gb[gb.recipe == rec].assign(stand_in=False)
+    if rec not in SAME_ON_ETCI: return g
+    missing = [f for f in FOLDS if f != 's1' and not (g.fold == f).any()]
+    return pd.concat([g, gb[(gb.recipe == SAME_ON_ETCI[rec]) & gb.fold.isin(missing)].assign(stand_in=True)])
 
 def paired_gain(gb, rec, policy, ref=DEFAULT):
     "Mean, standard error and count of `rec` minus `ref` over the (fold, seed) pairs both have: the same folds and seeds, so the folds' spread cancels."
-    a, b = fold_seed_values(gb, rec, policy), fold_seed_values(gb, ref, policy)
+    a, b = [{(r.fold, r.seed): getattr(r, policy) for r in recipe_runs(gb, x).itertuples()} for x in (rec, ref)]
     d = np.array([a[k] - b[k] for k in a if k in b and np.isfinite(a[k] - b[k])])
     return (d.mean(), d.std(ddof=1) / np.sqrt(len(d)), len(d)) if rec != ref and len(d) > 1 else None
 
@@ -386,12 +386,10 @@ def recipe_table(df, budget, policy='iou'):
     base = {f: json.loads((OUT/f'baselines_{f}.json').read_text())['best_threshold_iou'] for f in FOLDS}
     gb, rows = df[df.budget == budget], []
     for rec, g in gb.groupby('recipe'):
-        row = dict(recipe=rec)
+        row, runs = dict(recipe=rec), recipe_runs(gb, rec)
         for f in FOLDS:
-            v, stand_in = g[g.fold == f][policy], False
-            if not len(v) and rec in SAME_ON_ETCI and f != 's1':
-                v, stand_in = gb[(gb.recipe == SAME_ON_ETCI[rec]) & (gb.fold == f)][policy], True
-            row[f] = (v.mean(), v.std(), len(v), stand_in) if len(v) else None
+            v = runs[runs.fold == f]
+            row[f] = (v[policy].mean(), v[policy].std(), len(v), v.stand_in.any()) if len(v) else None
         full = all(row[f] for f in FOLDS)
         row['mean'] = np.mean([row[f][0] for f in FOLDS]) if full else np.nan
         row['worst_gain'] = min(row[f][0] - base[f] for f in FOLDS) if full else np.nan
