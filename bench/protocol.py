@@ -12,6 +12,10 @@ Folds (see FOLDS):
   neb  train ETCI northal                      -> test ETCI nebraska (198 tiles)
   s1   train ETCI nebraska + northal + STAC    -> test Sen1Floods11 (11 chips, 8 countries: another dataset,
                                                   another sensor processing, dB instead of 8-bit)
+  db1, db2, db3  train ETCI + every other dB chip -> test 4-5 dB chips (Sen1Floods11 and STAC Overflow): every usable
+                 labelled dB chip is held out exactly once (DB_FOLDS), scored chip by chip (`chip_scores`) beside fixed
+                 VH < -22 dB, VV < -15 dB and Otsu (VV, VH) on the chip itself; `python bench/protocol.py --chips-only`
+                 writes the per-chip tables (wins / ties / losses against the best of those thresholds) into PROTOCOL.md
 
 Beside the model, each run reports the fold's threshold baselines, tuned on the training events only: one VV and one
 VH threshold on raw values (on same-unit training chips), and one VV and one VH threshold on per-event standardised
@@ -48,6 +52,14 @@ FOLDS = {
     'neb': dict(train={'etci2021': [NAL]}, test={'etci2021': [NEB]}),
     's1':  dict(train={'etci2021': [NEB, NAL], 'stac_overflow': None}, test={'sen1floods11': None}),
 }
+# Every usable labelled dB chip held out once (Paraguay_34417 is all nodata, Ghana_83483 all ignore, awc01/ayt12 unlabelled):
+# each fold holds wet and dry chips of both dB datasets; it trains on both ETCI events and every other dB chip.
+DB_FOLDS = {'db1': ['India_900498', 'Somalia_699062', 'jja10', 'Ghana_53713'],
+            'db2': ['Nigeria_812045', 'Mekong_333434', 'qxb32', 'Spain_6860600', 'awc00'],
+            'db3': ['Pakistan_849790', 'USA_905409', 'pxs10', 'Ghana_97059']}
+DB = {'etci2021': [NEB, NAL], 'sen1floods11': None, 'stac_overflow': None}
+for _f, _held in DB_FOLDS.items(): FOLDS[_f] = dict(train=DB, test={'sen1floods11': None, 'stac_overflow': None}, held=_held)
+MAIN_FOLDS = ['nal', 'neb', 's1']   # the folds of the main recipe table (the dB folds have their own, chip by chip)
 
 class WeightEMA(Callback):
     "EXPERIMENT: exponential moving average of the weights and BatchNorm buffers; the fit ends with the average."
@@ -89,6 +101,8 @@ RECIPES = {
     'ref3_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., ref_water=0.03),   # the default, every 8-bit event standardised at 3 % water at most
     'wce_land_c3_jitter': dict(BASE, land=True, cut=-3, jitter=1.),   # the default with class-weighted CE (against under-predicted water)
     'auto_ce_land_c3_jitter_lr3': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., lr=3e-3),   # the default at three times the learning rate
+    'bal_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., balance=1.),   # the default, every dataset and event an equal share of each epoch
+    'balwet_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., balance=1., wet=0.5),   # ... and wetter chips drawn more within their event
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -115,6 +129,8 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'auto_ce_land_c3_jitter_ema': 'ensembles: the default with weight averaging (EMA 0.98 of the weights over the last ~50 steps), an ensemble that costs nothing at inference',
     'wce_land_c3_jitter': 'loss: the default with class-weighted cross-entropy (weights from the training water share), against under-predicted water',
     'auto_ce_land_c3_jitter_lr3': 'optimisation: the default at learning rate 3e-3 (one-cycle peak; the default 1e-3), more progress in a fixed budget',
+    'bal_c3_jitter': 'sampling: the default with every dataset, and every event within it, an equal share of each epoch (`sample_weights(balance=1)`; on one-event folds it trains exactly as the default)',
+    'balwet_c3_jitter': 'sampling: balanced as `bal_c3_jitter`, and within an event a chip drawn in proportion to (water share + 1 %) ** 0.5 (`wet=0.5`): a wetter prior',
     'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16; 12.9 M parameters, 25.8 MB in float16: over the 20 MB a shipped model may take)',
 }
 
@@ -129,7 +145,26 @@ def fold_chips(fold):
             parts.append(t if events is None else t[t.event.isin(events)])
         return pd.concat(parts, ignore_index=True)
     f = FOLDS[fold]
-    return take(f['train']), take(f['test'])
+    train, test = take(f['train']), take(f['test'])
+    if 'held' in f:
+        unknown = set(f['held']) - set(test.chip_id)
+        if unknown: raise SystemExit(f"fold {fold}: chips {sorted(unknown)} are not in the shared data")
+        train, test = train[~train.chip_id.isin(f['held'])], test[test.chip_id.isin(f['held'])]
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+FIXED = {'vh_m22': ('vh', -22.), 'vv_m15': ('vv', -15.)}   # fixed dB thresholds (water below)
+BASELINES = ['vh_m22', 'vv_m15', 'otsu_vv', 'otsu_vh']
+
+def chip_scores(pred, test):
+    "Per labelled test chip: scores (`floodseg.metrics.scores`) of the model at its threshold and of fixed VH < -22 dB, VV < -15 dB and Otsu on the chip's own VV and VH."
+    out = {}
+    for r, c, p in pred.chips(test, progress=False):
+        if p is None or c.label is None or not (c.label != IGNORE).any(): continue
+        m = {'model': confusion(np.nan_to_num(p), c.label, pred.threshold)}
+        cuts = dict(FIXED) | {f'otsu_{b}': (b, otsu_threshold(c.image[BAND_INDEX[b]][c.valid])) for b in ('vv', 'vh')}
+        for k, (b, t) in cuts.items(): m[k] = confusion(c.valid & (c.image[BAND_INDEX[b]] < t), c.label)
+        out[r.chip_id] = {k: scores(**v) for k, v in m.items()} | dict(layout=r.layout, otsu={k: float(t) for k, (b, t) in cuts.items() if k.startswith('otsu')})
+    return out
 
 def zvalues(chips, stats):
     "Per-event standardised (`norm='auto'`) labelled pixels: ({band: values}, is_water)."
@@ -273,7 +308,7 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         opts = dict(valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'], land_stats=rc.get('land', False),
-                    seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None)
+                    seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None, balance=rc.get('balance', 0.), wet=rc.get('wet', 0.))
         dls = sar_dataloaders(train, **opts)
         if rc.get('ref_water') is not None:   # every own-statistics training event standardised at no more than this water share (built again: the stats come from the first build)
             dls = sar_dataloaders(train, stats=SARStats({lay: dict(v, water=rc['ref_water']) for lay, v in dls.stats.items()}), **opts)
@@ -301,6 +336,7 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
                history=[dict(zip(learn.recorder.metric_names[1:-1], map(float, v))) for v in learn.recorder.values])
     ev = evaluate_chips(Predictor(model, dict(cfg, threshold=0.5)), test, tta=tta, progress=False)
     res.update(threshold_scores(ev, cfg))
+    if 'held' in FOLDS[fold]: res['per_chip'] = chip_scores(Predictor(model, dict(cfg, threshold=0.5)), test)
     evt = ev.per_event()
     for m in ev.hists:
         p = evt.query("event == 'all' and method == @m").iloc[0]
@@ -355,7 +391,7 @@ def _fmt(m, sd, n): return f"{m:.3f} ± {sd:.3f} ({n})" if n > 1 else f"{m:.3f} 
 
 # Recipes that differ from another only in how dB data is standardised: on the ETCI-only folds they train the same
 # network on the same data, so those folds are not run again and the other recipe's runs stand in (marked †).
-SAME_ON_ETCI = {'auto_land': 'auto', 'scene': 'auto', 'auto_ce_land': 'auto_ce'}
+SAME_ON_ETCI = {'auto_land': 'auto', 'scene': 'auto', 'auto_ce_land': 'auto_ce', 'bal_c3_jitter': 'auto_ce_land_c3_jitter'}   # balance: uniform weights on one event
 
 def runs_frame(runs_dir=None):
     "One row per run: recipe, fold, seed, budget, held-out IoU at 0.5 / validation threshold / prior-corrected threshold, cost."
@@ -372,7 +408,7 @@ def recipe_runs(gb, rec):
     "The runs of recipe `rec` among `gb` (one budget), with its `SAME_ON_ETCI` stand-in's runs on each ETCI fold it has none of (column `stand_in`)."
     g = gb[gb.recipe == rec].assign(stand_in=False)
     if rec not in SAME_ON_ETCI: return g
-    missing = [f for f in FOLDS if f != 's1' and not (g.fold == f).any()]
+    missing = [f for f in ('nal', 'neb') if not (g.fold == f).any()]
     return pd.concat([g, gb[(gb.recipe == SAME_ON_ETCI[rec]) & gb.fold.isin(missing)].assign(stand_in=True)])
 
 def paired_gain(gb, rec, policy, ref=DEFAULT):
@@ -383,16 +419,16 @@ def paired_gain(gb, rec, policy, ref=DEFAULT):
 
 def recipe_table(df, budget, policy='iou'):
     "Per recipe at `budget`: each fold's held-out IoU (mean, sd, n; under threshold `policy`: iou = 0.5, iou_tv, iou_pc), mean over folds, worst gain."
-    base = {f: json.loads((OUT/f'baselines_{f}.json').read_text())['best_threshold_iou'] for f in FOLDS}
-    gb, rows = df[df.budget == budget], []
+    base = {f: json.loads((OUT/f'baselines_{f}.json').read_text())['best_threshold_iou'] for f in MAIN_FOLDS}
+    gb, rows = df[(df.budget == budget) & df.fold.isin(MAIN_FOLDS)], []
     for rec, g in gb.groupby('recipe'):
         row, runs = dict(recipe=rec), recipe_runs(gb, rec)
-        for f in FOLDS:
+        for f in MAIN_FOLDS:
             v = runs[runs.fold == f]
             row[f] = (v[policy].mean(), v[policy].std(), len(v), v.stand_in.any()) if len(v) else None
-        full = all(row[f] for f in FOLDS)
-        row['mean'] = np.mean([row[f][0] for f in FOLDS]) if full else np.nan
-        row['worst_gain'] = min(row[f][0] - base[f] for f in FOLDS) if full else np.nan
+        full = all(row[f] for f in MAIN_FOLDS)
+        row['mean'] = np.mean([row[f][0] for f in MAIN_FOLDS]) if full else np.nan
+        row['worst_gain'] = min(row[f][0] - base[f] for f in MAIN_FOLDS) if full else np.nan
         row['paired'] = paired_gain(gb, rec, policy)
         row.update(epochs=g.epochs.mean(), cpu=g.cpu.mean(), rss=g.rss.max(), n_runs=len(g))
         rows.append(row)
@@ -403,15 +439,90 @@ def recipe_markdown(df, budget, policy='iou', cost=None):
     t, base = recipe_table(df, budget, policy)
     cost = cost if cost is not None else (json.loads((OUT/'cost.json').read_text()) if (OUT/'cost.json').exists() else {})
     cell = lambda v: '–' if v is None else (_fmt(*v[:3]) + (' †' if v[3] else ''))
-    lines = ["| recipe | " + " | ".join(f"{f}" for f in FOLDS) + " | mean | worst gain over the threshold | paired gain over the default | epochs | s per 256² tile (bf16) |",
-             "|---|" + "---|" * (len(FOLDS) + 5)]
+    lines = ["| recipe | " + " | ".join(f"{f}" for f in MAIN_FOLDS) + " | mean | worst gain over the threshold | paired gain over the default | epochs | s per 256² tile (bf16) |",
+             "|---|" + "---|" * (len(MAIN_FOLDS) + 5)]
     pg = lambda v: '–' if v is None else f"{v[0]:+.3f} ± {v[1]:.3f} ({v[2]})"
     for r in t.itertuples():
         c = cost.get(r.recipe, {})
-        lines.append(f"| {r.recipe} | " + " | ".join(cell(getattr(r, f)) for f in FOLDS) +
+        lines.append(f"| {r.recipe} | " + " | ".join(cell(getattr(r, f)) for f in MAIN_FOLDS) +
                      (f" | **{r.mean:.3f}** | {r.worst_gain:+.3f} |" if np.isfinite(r.mean) else " | – | – |") + f" {pg(r.paired)} | {r.epochs:.0f} | {c.get('bf16_s_per_256', float('nan')):.3f} |")
-    lines.append("| *best tuned threshold* | " + " | ".join(f"{base[f]:.3f}" for f in FOLDS) + f" | {np.mean(list(base.values())):.3f} | | | | |")
+    lines.append("| *best tuned threshold* | " + " | ".join(f"{base[f]:.3f}" for f in MAIN_FOLDS) + f" | {np.mean(list(base.values())):.3f} | | | | |")
     return "\n".join(lines)
+
+TIE = 0.02   # a model and a threshold within this much IoU (or false-water share, on a chip without water) tie
+
+def chip_frame(runs_dir=None):
+    "One row per (run, held-out dB chip): recipe, fold, seed, chip, its water share, the model's IoU, recall and false-water share, and each baseline's."
+    rows = []
+    for f in sorted(Path(runs_dir or OUT/'runs').glob('*.json')):
+        r = json.loads(f.read_text())
+        for chip, s in r.get('per_chip', {}).items():
+            row = dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], chip=chip, water=s['model']['water_share'])
+            for m in ['model'] + BASELINES: row |= {f'{m}_iou': s[m]['iou'], f'{m}_recall': s[m]['recall'], f'{m}_fw': s[m]['pred_water_share']}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+def verdict(d, b, tie=TIE):
+    "+1, 0, -1: a gain `d` of the model over the best threshold's score `b` is a win, a tie or a loss."
+    return 0 if abs(d) <= tie else int(np.sign(d))
+
+def chip_table_md(cf, recipe):
+    "Per held-out dB chip for `recipe` (mean over its seeds): the model's IoU and recall, the thresholds', the best of them, and the verdict."
+    g = cf[cf.recipe == recipe]
+    lines = [f"### {recipe}", "", "| fold | chip | water share | seeds | model IoU | model recall | VH < -22 | VV < -15 | Otsu VV | Otsu VH | best threshold | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (fold, chip), c in g.groupby(['fold', 'chip']):
+        m = c.mean(numeric_only=True)
+        if m.water > 0:
+            best = max(BASELINES, key=lambda k: m[f'{k}_iou'])
+            v = verdict(m.model_iou - m[f'{best}_iou'], 0)
+            cells = [f"{m.model_iou:.3f} ± {c.model_iou.std():.3f}" if len(c) > 1 else f"{m.model_iou:.3f}", f"{m.model_recall:.3f}"] + \
+                    [f"{m[f'{k}_iou']:.3f}" for k in BASELINES] + [f"{m[f'{best}_iou']:.3f} ({best})"]
+        else:   # no labelled water: the share of valid pixels called water, lower is better
+            best = min(BASELINES, key=lambda k: m[f'{k}_fw'])
+            v = verdict(m[f'{best}_fw'] - m.model_fw, 0)
+            cells = [f"false water {m.model_fw:.3f}", "–"] + [f"fw {m[f'{k}_fw']:.3f}" for k in BASELINES] + [f"fw {m[f'{best}_fw']:.3f} ({best})"]
+        lines.append(f"| {fold} | {chip} | {m.water:.3f} | {len(c)} | " + " | ".join(cells) + f" | {['loss', 'tie', 'win'][v + 1]} |")
+    return lines + [""]
+
+def chip_summary(cf):
+    "Per recipe over the held-out dB chips: wins / ties / losses against the best threshold on each chip (seed means, and every chip-seed), mean IoU and recall of the wet chips, paired gain over the default."
+    rows = []
+    for (rec, budget), g in cf.groupby(['recipe', 'budget']):
+        m = g.groupby(['fold', 'chip']).mean(numeric_only=True)
+        def tally(t):
+            wet, dry = t[t.water > 0], t[t.water == 0]
+            best_iou = wet[[f'{k}_iou' for k in BASELINES]].max(axis=1)
+            best_fw = dry[[f'{k}_fw' for k in BASELINES]].min(axis=1)
+            v = [verdict(d, 0) for d in wet.model_iou - best_iou] + [verdict(d, 0) for d in best_fw - dry.model_fw]
+            return f"{v.count(1)} / {v.count(0)} / {v.count(-1)}"
+        wet = m[m.water > 0]
+        d = g.merge(cf[(cf.recipe == DEFAULT) & (cf.budget == budget)], on=['fold', 'seed', 'chip'], suffixes=('', '_d'))
+        d = d[d.water > 0]
+        pg = (d.model_iou - d.model_iou_d)
+        rows.append(dict(recipe=rec, budget=budget, seeds=g.seed.nunique(), chips=len(m), wtl=tally(m), wtl_all=tally(g),
+                         iou=wet.model_iou.mean(), recall=wet.model_recall.mean(), best_thr=wet[[f'{k}_iou' for k in BASELINES]].max(axis=1).mean(),
+                         paired='–' if rec == DEFAULT or len(pg) < 2 else f"{pg.mean():+.3f} ± {pg.std(ddof=1) / np.sqrt(len(pg)):.3f} ({len(pg)})"))
+    return pd.DataFrame(rows).sort_values(['budget', 'iou'], ascending=[True, False])
+
+def chip_markdown(cf=None):
+    "The dB folds' sections of PROTOCOL.md: the summary per recipe and the per-chip table of each."
+    cf = chip_frame() if cf is None else cf
+    if not len(cf): return []
+    s = chip_summary(cf)
+    lines = ["## dB folds, chip by chip: every usable labelled dB chip held out once", "",
+             "Folds " + "; ".join(f"`{f}` holds out {', '.join(c)}" for f, c in DB_FOLDS.items()) + ". Each trains on both ETCI events and every other "
+             "dB chip (Sen1Floods11 and STAC Overflow). The model at threshold 0.5 is compared on each chip with four thresholds applied to that chip: "
+             "fixed VH < -22 dB, fixed VV < -15 dB, and Otsu on the chip's own VV and VH (the best of the four, chosen on the chip itself, favours the "
+             f"thresholds). A win or a loss is a difference of more than {TIE} IoU; a chip without labelled water is judged by its false-water share "
+             "(the share of its valid pixels called water, lower is better). `W / T / L` counts chips with the seeds' mean IoU; `all seeds` counts every chip and seed.", "",
+             "| recipe | CPU-min | seeds | chips | W / T / L (seed means) | W / T / L (all seeds) | mean IoU, wet chips | mean recall, wet chips | best threshold, wet chips | paired gain over the default (± se, chip-seeds) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in s.itertuples():
+        lines.append(f"| {r.recipe} | {r.budget:g} | {r.seeds} | {r.chips} | {r.wtl} | {r.wtl_all} | **{r.iou:.3f}** | {r.recall:.3f} | {r.best_thr:.3f} | {r.paired} |")
+    lines.append("")
+    for rec in s.recipe.unique(): lines += chip_table_md(cf, rec)
+    return lines
 
 def table(out=Path(__file__).parent/'PROTOCOL.md'):
     "Summarise every run into bench/PROTOCOL.md."
@@ -438,6 +549,7 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
                              ('iou', 'decision threshold 0.5, the rule before `at_water_share` (a scene\'s own all-pixel statistics at any water share)'), ('iou_pc', 'prior-corrected threshold (w1 / (w0 + w1) for class-weighted CE, else 0.5)'),
                              ('iou_tv', 'threshold chosen on the training events\' validation blocks')]:
             lines += [f"## {budget:g} CPU-minutes of training, {what}", "", recipe_markdown(df, budget, policy), ""]
+    lines += chip_markdown()
     lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
     for r, what in LEVERS.items():
         g = df[df.recipe == r]

@@ -20,7 +20,7 @@ from .viz import *
 # %% auto #0
 __all__ = ['SARImage', 'SARMask', 'ReadSAR', 'ReadMask', 'NodataToIgnore', 'MaskToLong', 'SARBlock', 'SARMaskBlock',
            'RandomTileCrop', 'EventSplitter', 'SplitColSplitter', 'with_split_csv', 'spatial_split',
-           'sar_aug_transforms', 'RadiometricJitter', 'sar_dataloaders']
+           'sar_aug_transforms', 'RadiometricJitter', 'sample_weights', 'sar_dataloaders']
 
 # %% ../nbs/03_data.ipynb #47caf31d
 class SARImage(TensorImage):
@@ -218,6 +218,23 @@ def _usable(sv):
                                        f"their event's statistics (e.g. {sv.chip_id[unlabelled].iloc[0]})")
     return sv.problem.isna() & ~unlabelled
 
+# %% ../nbs/03_data.ipynb #balance-1
+def sample_weights(df:pd.DataFrame, # training chips, with `layout`, `event` and `water_frac` (a survey's rows)
+                   balance:float=0., # 0: every chip alike, so a dataset or event weighs as many chips as it has; 1: every dataset, and every event within it, an equal share
+                   wet:float=0.,     # within an event, a chip is drawn in proportion to (its water share + 1 %) ** wet (0: alike)
+                  ) -> np.ndarray:
+    "Per-chip sampling probabilities (summing to 1): datasets and events get shares between their size (`balance=0`) and equal (`balance=1`), wetter chips more draws within an event."
+    if not 0 <= balance <= 1: raise ValueError(f"balance must be between 0 and 1, not {balance}")
+    if wet < 0: raise ValueError(f"wet must be >= 0, not {wet}")
+    d = df.reset_index(drop=True).assign(w=(df.water_frac.fillna(0).clip(0, 1).values + 0.01) ** wet)
+    share = lambda size: size ** (1 - balance) / (size ** (1 - balance)).sum()   # shares of groups of these sizes
+    lay = d.groupby('layout').size()
+    ev = d.groupby(['layout', 'event']).size()
+    ev_share = pd.concat([share(g) for _, g in ev.groupby(level=0)])
+    p = d.layout.map(share(lay)).values * ev_share.loc[list(zip(d.layout, d.event))].values
+    return p * d.w.values / d.groupby(['layout', 'event']).w.transform('sum').values
+
+
 # %% ../nbs/03_data.ipynb #883747aa-2
 def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_table`), surveyed or not
                     valid_events:str|list|None=None, # flood event(s) to hold out for validation
@@ -229,6 +246,8 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     norm:str='auto',           # which statistics standardise a chip (`floodseg.radiometry.NORMS`)
                     land_stats:bool=True,      # dB statistics over the training chips' dry pixels (`sar_stats(land=True)`), so land is near N(0, 1) in every layout
                     keep_dry:float=1.,         # share of water-free training chips to keep (1 keeps all)
+                    balance:float=0.,          # 1: every dataset, and every event within it, an equal share of each epoch (`sample_weights`); 0: as many draws as chips
+                    wet:float=0.,              # draw a chip in proportion to (water share + 1 %) ** wet within its event (`sample_weights`; 0: alike)
                     aug:bool=True,             # dihedral and rotation augmentation on training batches
                     max_rotate:float=10.,      # maximum rotation in degrees
                     jitter:float=0.,           # strength of `RadiometricJitter` on training batches (1: ±0.25 sd offset, ±15 % gain; 0: none)
@@ -265,6 +284,8 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                        item_tfms=[NodataToIgnore()] + ([RandomTileCrop(size)] if size else []),
                        batch_tfms=(sar_aug_transforms(max_rotate) if aug else []) + ([RadiometricJitter(0.25 * jitter, 0.15 * jitter)] if jitter else []))
     if seed is not None: set_seed(seed, reproducible=True)
-    dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)
+    p = sample_weights(df.iloc[:n_train], balance, wet)
+    if np.allclose(p, p[0]): dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)   # uniform: fastai's shuffled loader, as without weights
+    else: dls = dblock.weighted_dataloaders(df, wgts=np.concatenate([p, np.ones(len(df) - n_train)]), bs=bs, num_workers=num_workers, **kwargs)
     dls.stats, dls.norm, dls.survey = stats, norm, df.assign(is_valid=[False] * n_train + [True] * (len(df) - n_train))
     return dls
