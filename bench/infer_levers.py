@@ -15,11 +15,18 @@
 4. A permanent-water map (ETCI `water_body_label`), the issue's optional extra input, measured here as a
    union at prediction time, not as a trained input channel: the map alone, the model or'ed with it, and each
    threshold tuned on the training events or'ed with it. ETCI folds only: the shared Sen1Floods11 chips have no such map.
+5. A scene's own bimodal split (dB folds, each chip a scene): a two-Gaussian mixture of the chip's VH (EM from Otsu's
+   split), kept only where the two components are well apart (Ashman's D > 2) and the dark one holds 0.5-90 % of the
+   pixels, as in split-based thresholding;
+   scored alone, or'ed with the model, and as a decision rule (the model's threshold lowered to 0.2 below the split);
+   and the same two with the fixed VH < -22 dB threshold in place of the split.
+   Its constants are set a priori, not on any test chip.
 
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --water auto_ce_land_c3_nal_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --bn auto_ce_land_c3_jitter_nal_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --perm auto_ce_land_c3_jitter_nal_s0_b8
+    OMP_NUM_THREADS=1 nice python bench/infer_levers.py --split auto_ce_land_c3_jitter_db1_s0_b8
 
 Results: bench/protocol/infer/<model>_tta.json, <model>_water.json, <model>_bn.json, <model>_perm.json; `python bench/protocol.py --table-only` reports them.
 """
@@ -36,7 +43,7 @@ from floodseg.radiometry import *
 from floodseg.learner import load_model
 from floodseg.predict import *
 from floodseg.metrics import confusion, scores, COUNTS
-from floodseg.baselines import BAND_INDEX
+from floodseg.baselines import BAND_INDEX, otsu_threshold
 
 OUT = protocol.OUT/'infer'
 TTA_SETS = {'x1': [0], 'x2': [0, 4], 'x4': [0, 2, 4, 6]}   # dihedral k: 4 = horizontal flip, 2 = 180°, 6 = vertical flip
@@ -160,30 +167,69 @@ def perm_scores(name, chips):
     for k in ts: assert abs(res[k]['iou'] - base[k]['test_iou']) < 1e-3, (k, res[k]['iou'], base[k]['test_iou'])   # the same pixels as the protocol's baselines
     return res
 
+SPLIT_D, SPLIT_SHARE, SPLIT_P = 2., (0.005, 0.9), 0.2
+
+def gmm2(x, iters=100, bins=256):
+    "Two-Gaussian mixture of the finite values `x` by EM on their histogram, started from Otsu's split: (weights, means, sds), dark component first."
+    x = x[np.isfinite(x)]
+    n, e = np.histogram(x, bins); c = (e[:-1] + e[1:]) / 2
+    t = otsu_threshold(x)
+    r = np.stack([c < t, c >= t]).astype(float)
+    for _ in range(iters):
+        w = (r * n).sum(1); w = np.maximum(w, 1e-9)
+        mu = (r * n * c).sum(1) / w
+        sd = np.sqrt(np.maximum((r * n * (c - mu[:, None]) ** 2).sum(1) / w, (e[1] - e[0]) ** 2))
+        pi = w / w.sum()
+        lik = pi[:, None] * np.exp(-0.5 * ((c - mu[:, None]) / sd[:, None]) ** 2) / sd[:, None]
+        r = lik / np.maximum(lik.sum(0), 1e-300)
+    o = np.argsort(mu)
+    return pi[o], mu[o], sd[o]
+
+def bimodal_split(x):
+    "(threshold, Ashman's D, dark share) of a two-Gaussian mixture of `x`: the threshold (where the dark component's posterior is 0.5) is NaN unless the components are well apart (D > `SPLIT_D`) and the dark one holds `SPLIT_SHARE` of the pixels."
+    x = x[np.isfinite(x)]
+    pi, mu, sd = gmm2(x)
+    d = float(np.sqrt(2) * (mu[1] - mu[0]) / np.sqrt((sd ** 2).sum()))
+    if not (d > SPLIT_D and SPLIT_SHARE[0] <= pi[0] <= SPLIT_SHARE[1]): return float('nan'), d, float(pi[0])
+    g = np.linspace(mu[0], mu[1], 1001)
+    post = pi[0] / sd[0] * np.exp(-0.5 * ((g - mu[0]) / sd[0]) ** 2)
+    post = post / (post + pi[1] / sd[1] * np.exp(-0.5 * ((g - mu[1]) / sd[1]) ** 2))
+    return float(g[np.argmin(np.abs(post - 0.5))]), d, float(pi[0])
+
+def split_scores(name, chips):
+    "Per chip: the model at 0.5, the chip's own bimodal VH split alone, the two or'ed, and the model at 0.2 below the split (`SPLIT_P`)."
+    model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
+    pred, res = Predictor(model, dict(cfg, threshold=0.5)), {}
+    for r, c, p in pred.chips(chips, progress=False):
+        if p is None or c.label is None or not (c.label != IGNORE).any(): continue
+        vh = c.image[BAND_INDEX['vh']]
+        t, d, share = bimodal_split(vh[c.valid])
+        below = c.valid & (vh < t) if np.isfinite(t) else np.zeros_like(c.valid)
+        p = np.nan_to_num(p)
+        masks = dict(model=p > 0.5, split=below, model_or_split=(p > 0.5) | below, model_at_split=(p > 0.5) | (below & (p > SPLIT_P)),
+                     model_or_vh22=(p > 0.5) | (c.valid & (vh < -22)), model_at_vh22=(p > 0.5) | (c.valid & (vh < -22) & (p > SPLIT_P)))
+        res[r.chip_id] = {k: scores(**confusion(m, c.label)) for k, m in masks.items()} | dict(threshold=t, ashman_d=d, dark_share=share)
+    return res
+
 @call_parse
 def main(models:str, # protocol model names (bench/protocol/models/<name>), separated by spaces
          tta:bool=False, # TTA subsets on the model's held-out fold
          water:bool=False, # synthetic mostly-water scenes from the held-out fold's water-richest tiles
          bn:bool=False, # BatchNorm statistics re-estimated on the held-out event's own tiles (AdaBN)
          perm:bool=False, # the permanent-water map or'ed with the model and with the thresholds (ETCI folds)
+         split:bool=False, # the chip's own bimodal VH split, alone, or'ed with the model and as a decision rule (dB folds)
         ):
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     for name in models.split():
         fold = json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold']
         _, test = protocol.fold_chips(fold)
-        if tta and not (OUT/f'{name}_tta.json').exists():
-            r = tta_scores(name, test)
-            (OUT/f'{name}_tta.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
-            print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
-        if bn and not (OUT/f'{name}_bn.json').exists():
-            r = bn_scores(name, test)
-            (OUT/f'{name}_bn.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
-            print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
-        if perm and not (OUT/f'{name}_perm.json').exists():
-            r = perm_scores(name, test)
-            (OUT/f'{name}_perm.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
-            print(name, {s: round(v['iou'], 4) for s, v in r.items()}, flush=True)
+        for key, on, fn in (('tta', tta, tta_scores), ('bn', bn, bn_scores), ('perm', perm, perm_scores), ('split', split, split_scores)):
+            if not on or (OUT/f'{name}_{key}.json').exists(): continue
+            r = fn(name, test)
+            (OUT/f'{name}_{key}.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
+            print(name, key, {s: round(v['iou'], 4) for s, v in r.items() if 'iou' in v} if key != 'split' else
+                  {c: {k: round(v['iou'], 3) for k, v in s.items() if isinstance(v, dict)} for c, s in r.items()}, flush=True)
         if water and not (OUT/f'{name}_water.json').exists():
             r = water_scores(name, test)
             (OUT/f'{name}_water.json').write_text(json.dumps(dict(model=name, fold=fold, scenes=r), indent=1, default=float))

@@ -19,7 +19,7 @@ import torch
 from fastcore.script import call_parse
 from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
-from protocol import RECIPES, OUT as PROTO, FOLDS, SAME_ON_ETCI, runs_frame, recipe_table, training_water
+from protocol import RECIPES, OUT as PROTO, MAIN_FOLDS, SAME_ON_ETCI, runs_frame, recipe_table, training_water
 import floodseg
 from floodseg.io import *
 from floodseg.learner import *
@@ -34,7 +34,7 @@ def protocol_rows(recipe):
     for budget in sorted(df[df.recipe == recipe].budget.unique()):
         t, base = recipe_table(df, budget, 'iou_cap')   # threshold 0.5 under the library's rule (`at_water_share`)
         row = t.set_index('recipe').loc[recipe]
-        for f in FOLDS:
+        for f in MAIN_FOLDS:
             if row[f]: m, sd, n, _ = row[f]; out[(budget, f)] = (n, float(m), float(sd) if n > 1 else float('nan'), base[f])
     return out
 
@@ -168,6 +168,8 @@ def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
            '--out', str(work/'run')]
     if not rc.get('land'): cmd += ['--no-land-stats']
     if rc.get('jitter'): cmd += ['--jitter', str(rc['jitter'])]
+    for k in ('rough', 'balance', 'wet'):
+        if rc.get(k): cmd += [f'--{k}', str(rc[k])]
     if rc.get('ema'): raise SystemExit(f"recipe {recipe}: EMA is a protocol experiment, not a floodseg_train option")
     print('$', ' '.join(cmd), flush=True)
     t0 = time.time()

@@ -125,6 +125,9 @@ def floodseg_train(
     land_stats:bool=True,   # dB statistics over the training chips' dry pixels (--no-land-stats: over all valid pixels)
     keep_dry:float=1.,      # share of water-free training tiles to keep
     jitter:float=0.,        # radiometric jitter on training tiles (1: random offset ±0.25 sd and gain ±15 % per band; 0: none)
+    rough:float=0.,         # rough-water augmentation (1: labelled water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
+    balance:float=0.,       # 1: every dataset, and every event within it, an equal share of each epoch; 0: as many draws as chips
+    wet:float=0.,           # draw a chip in proportion to (its water share + 1 %) ** wet within its event (0: alike)
     keep:str='best',        # which epoch's weights to save: 'best' (highest validation water IoU) or 'last' (use 'last' when the validation chips are your test chips)
     seed:int=42,            # random seed (split, undersampling, augmentation, initialisation)
     precision:str='auto',   # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
@@ -141,7 +144,8 @@ def floodseg_train(
                norm=(norm in NORMS, f"one of {', '.join(NORMS)}, not {norm!r}"), keep=(keep in ('best', 'last'), f"'best' or 'last', not {keep!r}"),
                valid_pct=(0 < valid_pct < 1, f"between 0 and 1, not {valid_pct}"), keep_dry=(0 < keep_dry <= 1, f"in (0, 1], not {keep_dry}"),
                precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"),
-               seed=(seed >= 0, f">= 0, not {seed}"), jitter=(jitter >= 0, f">= 0, not {jitter}"), units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
+               seed=(seed >= 0, f">= 0, not {seed}"), jitter=(jitter >= 0, f">= 0, not {jitter}"),
+               rough=(rough >= 0, f">= 0, not {rough}"), balance=(0 <= balance <= 1, f"between 0 and 1, not {balance}"), wet=(wet >= 0, f">= 0, not {wet}"), units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
     par = num_distrib() > 1   # started by `accelerate launch` with several processes: train in all, write from rank 0
     if par:
         from floodseg.distributed import distrib_training, rank0_output   # here only: it needs the 'distributed' extra
@@ -153,7 +157,7 @@ def floodseg_train(
     chips['units'] = units
     t0, c0 = time.time(), time.process_time()
     set_seed(seed, reproducible=True)
-    try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, norm=norm, land_stats=land_stats, jitter=jitter, valid_pct=valid_pct, progress=show_progress(),
+    try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, norm=norm, land_stats=land_stats, jitter=jitter, rough=rough, balance=balance, wet=wet, valid_pct=valid_pct, progress=show_progress(),
                                val_bs=1 if chips.layout.nunique() > 1 else None, **valid)   # whole chips of different sizes
     except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_train: {e}") from None
     with (rank0_output if par else atomic_output)(out, overwrite) as tmp:
@@ -175,7 +179,7 @@ def floodseg_train(
         what = f"{', '.join(Path(p).name for p in data) if data else 'embedded sample'}, validation: {valid.get('valid_events') or valid.get('valid_split') or f'spatial blocks ({valid_pct:.0%})'}"
         metrics = dict(best_epoch=best, keep=keep, history=hist, minutes=(time.time() - t0) / 60, cpu_minutes=(time.process_time() - c0) / 60, lr=used_lr, seed=seed,
                        n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=[str(p) for p in data] if data else str(sample_path()),
-                       valid=valid or dict(valid_pct=valid_pct), norm=norm, land_stats=land_stats, jitter=jitter, budget=budget, floodseg_version=floodseg.__version__)
+                       valid=valid or dict(valid_pct=valid_pct), norm=norm, land_stats=land_stats, jitter=jitter, rough=rough, balance=balance, wet=wet, budget=budget, floodseg_version=floodseg.__version__)
         save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch']))
         (tmp/'metrics.json').write_text(json.dumps(metrics, indent=1, default=str))
         plot_training(learn, f"floodseg_train on {what}").savefig(tmp/'training_curve.png', dpi=100); plt.close('all')

@@ -20,7 +20,7 @@ from .viz import *
 # %% auto #0
 __all__ = ['SARImage', 'SARMask', 'ReadSAR', 'ReadMask', 'NodataToIgnore', 'MaskToLong', 'SARBlock', 'SARMaskBlock',
            'RandomTileCrop', 'EventSplitter', 'SplitColSplitter', 'with_split_csv', 'spatial_split',
-           'sar_aug_transforms', 'RadiometricJitter', 'sample_weights', 'sar_dataloaders']
+           'sar_aug_transforms', 'RadiometricJitter', 'RoughWater', 'sample_weights', 'sar_dataloaders']
 
 # %% ../nbs/03_data.ipynb #47caf31d
 class SARImage(TensorImage):
@@ -210,6 +210,26 @@ class RadiometricJitter(Transform):
         shift = (torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.shift
         return x + on * (x * (gain - 1) + shift)
 
+# %% ../nbs/03_data.ipynb #rough-1
+class RoughWater(ItemTransform):
+    "On a share of training tiles, the labelled water made brighter in VV than in VH (standardised units), as wind-roughened water and shallow flooded fields look in C band."
+    split_idx, order = 0, 95   # training only, after the geometric augmentation and the jitter, before `MaskToLong`
+    def __init__(self, vv:float=2.5,   # largest brightening of water in VV, in standard deviations (about 7 dB with dB land statistics)
+                 vh:float=1.,          # largest brightening in VH (the same random fraction of both: VH moves less, as it does on rough water)
+                 texture:float=0.5,    # per-pixel spread of the brightening, relative to it (rough water is textured, not a flat offset)
+                 p:float=0.5,          # share of tiles brightened
+                ): store_attr()
+    def encodes(self, xy):
+        x, y = xy
+        if not isinstance(x, SARImage): return xy
+        b = x.shape[0]
+        water = (y == WATER).unsqueeze(1).to(x.dtype)
+        on = (torch.rand(b, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
+        amp = torch.rand(b, 1, 1, 1, device=x.device) * torch.tensor([self.vv, self.vh], device=x.device, dtype=x.dtype).view(1, 2, 1, 1)
+        tex = (1 + self.texture * torch.randn(b, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)).clamp(min=0)
+        return x + on * water * amp * tex, y
+
+
 # %% ../nbs/03_data.ipynb #883747aa-1
 def _usable(sv):
     "Rows of a survey that can be trained on: readable, with valid labelled pixels."
@@ -251,6 +271,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     aug:bool=True,             # dihedral and rotation augmentation on training batches
                     max_rotate:float=10.,      # maximum rotation in degrees
                     jitter:float=0.,           # strength of `RadiometricJitter` on training batches (1: ±0.25 sd offset, ±15 % gain; 0: none)
+                    rough:float=0.,            # strength of `RoughWater` on training batches (1: water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
                     seed:int|None=42,          # seed for the split, undersampling and shuffling
                     num_workers:int=0,         # DataLoader workers (0 is fastest on 2 cores)
                     progress:bool=True,        # progress bar while surveying
@@ -282,7 +303,8 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     dblock = DataBlock(blocks=(SARBlock(), SARMaskBlock()),
                        splitter=lambda items: (L(range(n_train)), L(range(n_train, len(items)))),
                        item_tfms=[NodataToIgnore()] + ([RandomTileCrop(size)] if size else []),
-                       batch_tfms=(sar_aug_transforms(max_rotate) if aug else []) + ([RadiometricJitter(0.25 * jitter, 0.15 * jitter)] if jitter else []))
+                       batch_tfms=(sar_aug_transforms(max_rotate) if aug else []) + ([RadiometricJitter(0.25 * jitter, 0.15 * jitter)] if jitter else [])
+                                 + ([RoughWater(2.5 * rough, rough)] if rough else []))
     if seed is not None: set_seed(seed, reproducible=True)
     p = sample_weights(df.iloc[:n_train], balance, wet)
     if np.allclose(p, p[0]): dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)   # uniform: fastai's shuffled loader, as without weights
