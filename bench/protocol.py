@@ -396,7 +396,8 @@ def _fmt(m, sd, n): return f"{m:.3f} ± {sd:.3f} ({n})" if n > 1 else f"{m:.3f} 
 
 # Recipes that differ from another only in how dB data is standardised: on the ETCI-only folds they train the same
 # network on the same data, so those folds are not run again and the other recipe's runs stand in (marked †).
-SAME_ON_ETCI = {'auto_land': 'auto', 'scene': 'auto', 'auto_ce_land': 'auto_ce', 'bal_c3_jitter': 'auto_ce_land_c3_jitter'}   # balance: uniform weights on one event
+SAME_ON_ETCI = {'auto_land': 'auto', 'scene': 'auto', 'auto_ce_land': 'auto_ce', 'bal_c3_jitter': 'auto_ce_land_c3_jitter',
+                'balrough_c3_jitter': 'rough_c3_jitter'}   # balance: uniform weights on one event, so the same training there
 
 def runs_frame(runs_dir=None):
     "One row per run: recipe, fold, seed, budget, held-out IoU at 0.5 / validation threshold / prior-corrected threshold, cost."
