@@ -32,7 +32,7 @@ __all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'WEIGHTS_FILE', '
            'SARLoss', 'WaterIoU', 'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16',
            'resolve_precision', 'inference_autocast', 'apply_precision', 'sar_loss', 'training_data', 'flood_learner',
            'model_cost', 'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'load_model',
-           'update_model_config', 'CPUBudget', 'on_terminal', 'say', 'TextProgress', 'fit_flood']
+           'update_model_config', 'CPUBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -378,7 +378,7 @@ class CPUBudget(Callback):
     def __init__(self, minutes:float): # CPU minutes (all threads) for the whole fit, validation included
         if not minutes > 0: raise ValueError(f"the CPU budget must be > 0 minutes, not {minutes}")
         store_attr()
-    def before_fit(self): self.t0, self.steps, self.spent, self.stopped = time.process_time(), 0, 0., None
+    def before_fit(self): self.t0, self.steps, self.spent, self.stopped, self.partial = time.process_time(), 0, 0., None, None
     def _over(self) -> bool:
         "Is the budget spent? (never before the first training batch, so that there are always weights to validate)"
         self.spent = (time.process_time() - self.t0) / 60
@@ -389,11 +389,13 @@ class CPUBudget(Callback):
     def before_batch(self):
         if not self.training: return
         if self._over():
-            per_epoch = self.spent / self.steps * self.n_iter
+            per_epoch, self.partial = self.spent / self.steps * self.n_iter, self.iter / self.n_iter
             self.stopped = (f"CPU budget of {self.minutes:g} min spent in epoch {self.epoch} after {self.iter} of {self.n_iter} training batches "
                             f"({self.iter / self.n_iter:.0%}; one epoch takes about {per_epoch:.1f} CPU min here): the weights reached are validated and kept")
             raise CancelTrainException()   # fastai skips the rest of the epoch's training, validates and records it; `before_epoch` then stops
         self.learn.pct_train = min(self.spent / self.minutes, 1 - 1e-6)
+    def after_train(self):   # runs before the Recorder's (order 50), after its `after_cancel_train`, which would leave the epoch's row without its train_loss
+        if self.stopped and hasattr(self.learn, 'recorder'): self.learn.recorder.cancel_train = False   # the batches trained have a smoothed loss: keep it
     def after_batch(self):
         if self.training: self.steps += 1
 
@@ -406,6 +408,12 @@ def on_terminal() -> bool:
 def say(*args):
     "`print` in the process that reports: the only one, or rank 0 of a launched group (`accelerate launch`)."
     if rank_distrib() == 0: print(*args, flush=True)
+
+@contextlib.contextmanager
+def rank0_stdout():
+    "Inside, what is printed reaches stdout from rank 0 only (fastai's `SaveModelCallback` prints its 'Better model found' in every process)."
+    if rank_distrib() == 0: yield; return
+    with open(os.devnull, 'w') as f, contextlib.redirect_stdout(f): yield
 
 class TextProgress(Callback):
     "Progress as plain lines for logs, instead of fastai's bars: the metrics table with its header, and a heartbeat line within epochs (rank 0 only)."
@@ -427,7 +435,9 @@ class TextProgress(Callback):
         if self.quiet or not self.training or time.time() - self.last < self.every: return
         self.last, el = time.time(), (time.time() - self.t0) / 60
         b = next((c for c in self.learn.cbs if isinstance(c, CPUBudget)), None)
-        if b: eta = f"CPU budget {b.spent:.2f} of {b.minutes:g} min spent, about {(b.minutes - b.spent) * el / max(b.spent, 1e-9):.1f} min left"
+        if b:
+            spent = (time.process_time() - b.t0) / 60   # now, not at the batch's start
+            eta = f"CPU budget {spent:.2f} of {b.minutes:g} min spent, about {max(b.minutes - spent, 0) * el / max(spent, 1e-9):.1f} min left"
         else:
             done = (self.epoch + (self.iter + 1) / self.n_iter) / self.n_epoch
             eta = f"about {el * (1 - done) / done:.1f} min left (epoch {self.n_epoch - 1} is the last)"
@@ -450,7 +460,7 @@ def fit_flood(learn,                # a `flood_learner`
              ):
     "Train with one-cycle schedules (over `epochs`, or over a CPU `budget`), keeping the epoch with the best validation water IoU (or the last); returns the learning rate used."
     bars = on_terminal() if progress is None else progress
-    with (contextlib.nullcontext() if bars else learn.no_bar()):
+    with (contextlib.nullcontext() if bars else learn.no_bar()), rank0_stdout():
         if lr is None:
             say("lr=None: choosing the learning rate with fastai's lr_find (up to 100 training batches) before training")
             lr = float(learn.lr_find(show_plot=False).valley)
@@ -464,7 +474,7 @@ def fit_flood(learn,                # a `flood_learner`
             learn.unfreeze(); learn.fit_one_cycle(epochs, slice(lr / 10, lr), cbs=cbs)
         else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
     b = next((c for c in cbs if isinstance(c, CPUBudget)), None)
-    learn.floodseg_budget = b and b.stopped   # what the budget let training do, for reports
+    learn.floodseg_budget = b   # what the budget let training do (`stopped`, `partial`), for reports
     if b and b.stopped: say(b.stopped)
     return lr
 
