@@ -10,6 +10,7 @@
 
     OMP_NUM_THREADS=1 python bench/ship_model.py --recipe auto_ce_land --budget 30 --seed 0
     python bench/ship_model.py --card-only     # after new protocol runs or bench/cost.py: refresh the card only
+    python bench/ship_model.py --provenance    # record the training events and chips of a model shipped before configs kept them
 """
 import json, os, shutil, subprocess, sys, time, warnings
 from pathlib import Path
@@ -147,6 +148,32 @@ first map for analysts and a baseline for researchers. Check the map against the
 {LAND_NOTE if cfg['norm'] == 'ownland' else ALL_NOTE}
 """
 
+def add_provenance(root, valid_pct=0.15):
+    """Record in the shipped model's config what it was trained and validated on (events and chip ids), for models trained
+    before `flood_learner` kept that record: the chips `floodseg_train` took from the shared data for the card's seed (the same
+    survey, spatial split and unusable-chip rule, through `sar_dataloaders`), checked against the card's chip counts. Metadata
+    only: the weights are not touched."""
+    from floodseg.data import sar_dataloaders
+    cfg = json.loads((DEST/CONFIG_FILE).read_text()); mc = cfg['model_card']
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        chips = pd.concat([chip_table(root/l) for l in ('etci2021', 'sen1floods11', 'stac_overflow')], ignore_index=True)
+        dls = sar_dataloaders(chips, bs=mc['recipe_options']['bs'], size=mc['recipe_options']['size'], seed=mc['seed'], valid_pct=valid_pct,
+                              norm=mc['recipe_options']['norm'], land_stats=mc['recipe_options'].get('land', True), progress=False, val_bs=1)
+    tr = training_data(dls)
+    if (len(tr['chips']), len(tr['valid_chips'])) != (mc['n_train'], mc['n_valid']):
+        raise SystemExit(f"reconstructed {len(tr['chips'])} training and {len(tr['valid_chips'])} validation chips; the card says {mc['n_train']} and {mc['n_valid']}")
+    cfg['training'] = dict(tr, recorded=f"after training, by bench/ship_model.py --provenance ({time.strftime('%Y-%m-%d')}): the chips floodseg_train "
+                           f"took from the shared data with seed {mc['seed']} and {valid_pct:.0%} spatial validation blocks; weights unchanged")
+    by = ', '.join(f"{e} {n}" for e, n in dls.survey[dls.survey.is_valid].groupby('event').size().items())
+    if 'measured_on' not in cfg['metrics']:
+        cfg['metrics']['epoch'] -= 1   # floodseg_train counted epochs from 1 then; fastai, and floodseg now, from 0
+    cfg['metrics']['measured_on'] = (f"{mc['n_valid']} validation chips (whole spatial blocks ({valid_pct:.0%}) of the training events: {by}) after "
+                                     f"epoch {cfg['metrics']['epoch']}, the last whole epoch of the {mc['budget_cpu_min']:g} CPU-minute budget (the weights "
+                                     "trained on into the next epoch, which was not validated); in-sample events, not a held-out flood (see model_card.protocol)")
+    (DEST/CONFIG_FILE).write_text(json.dumps(cfg, indent=1, default=float))
+    print(f"recorded {len(tr['events'])} training events, {len(tr['chips'])} training and {len(tr['valid_chips'])} validation chips in {DEST/CONFIG_FILE}")
+
 @call_parse
 def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
          budget:float=30.,    # CPU minutes of training
@@ -154,9 +181,11 @@ def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
          work:str='bench/ship', # working folder (gitignored)
          data:str=None,       # the shared data root (default: ../shared/data)
          card_only:bool=False, # only refresh the shipped model's card (protocol scores, cost) from bench/protocol/
+         provenance:bool=False, # only record the shipped model's training events and chips in its config (metadata; weights untouched)
          reuse:bool=False,     # package the finished training run already in `work` instead of training again
         ):
     if card_only: return refresh_card()
+    if provenance: return add_provenance(Path(data) if data else shared_data())
     rc = RECIPES[recipe]
     root = Path(data) if data else shared_data()
     if root is None: raise SystemExit("the shared data (../shared/data) is needed to train the shipped model")

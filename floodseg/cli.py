@@ -13,7 +13,8 @@ import pandas as pd
 import matplotlib
 import matplotlib.pyplot as plt
 from typing import Annotated
-from fastcore.script import call_parse, CliError
+from fastcore.script import call_parse, CliError, anno_parser
+from fastcore.docments import docments, ann_parts
 from fastai.vision.all import set_seed, num_distrib, rank_distrib
 import floodseg
 from .io import *
@@ -30,9 +31,9 @@ from .adapt import *
 from .scene import *
 
 # %% auto #0
-__all__ = ['UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup', 'device_ok',
-           'train_chips', 'plot_training', 'floodseg_train', 'floodseg_predict', 'evaluation_chips',
-           'floodseg_evaluate', 'floodseg_adapt']
+__all__ = ['UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup', 'plain_help',
+           'device_ok', 'train_chips', 'plot_training', 'floodseg_train', 'map_flood', 'floodseg_predict',
+           'evaluation_chips', 'floodseg_evaluate', 'floodseg_adapt']
 
 # %% ../nbs/13_cli.ipynb #check-01
 def check_args(cmd:str, # the command, for the message
@@ -55,6 +56,19 @@ def command_setup():
     "What every floodseg command does first: figures without a display, warnings as one line (`one_line_warning`)."
     matplotlib.use('Agg')
     warnings.formatwarning = one_line_warning
+
+# %% ../nbs/13_cli.ipynb #9ca1050c
+def plain_help(func):
+    "Placeholders named after the options (`--out OUT`, not fastcore's `(str)`) and '(default: on)' for flags that are on unless `--no-...` is given."
+    for k, v in docments(func, full=True, returns=False, eval_str=True).items():
+        anno, meta = ann_parts(v.anno)
+        extra = next((o for o in meta if isinstance(o, dict)), {})
+        if anno is bool and v.default is True: extra = dict(extra, help=f"{v.docment} (default: on)")
+        elif anno in (str, int, float) and 'metavar' not in extra: extra = dict(extra, metavar=k.upper())
+        else: continue
+        func.__annotations__[k] = Annotated[anno, extra]
+    return func
+
 
 # %% ../nbs/13_cli.ipynb #check-05
 def device_ok(device:str|None # a torch device name, or None for the default
@@ -95,7 +109,7 @@ def plot_training(learn, title:str):
     names = list(rec.metric_names[1:-1])
     vals = np.array(rec.values, dtype=float)
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
-    ep = np.arange(1, len(vals) + 1)
+    ep = np.arange(len(vals))   # numbered from 0, as fastai's table numbers them
     axs[0].plot(ep, vals[:, names.index('train_loss')], 'o-', label='train loss')
     axs[0].plot(ep, vals[:, names.index('valid_loss')], 'o-', label='valid loss')
     axs[0].set_xlabel('epoch'); axs[0].set_yscale('log'); axs[0].legend(); axs[0].set_title('loss (log scale)')
@@ -107,6 +121,7 @@ def plot_training(learn, title:str):
 
 # %% ../nbs/13_cli.ipynb #64985b6e
 @call_parse
+@plain_help
 def floodseg_train(
     data:Annotated[str, {'nargs': '+'}]=None, # dataset folder(s), any of the Sen1Floods11, STAC Overflow and ETCI 2021 layouts; default: the embedded real sample
     valid_events:str=None,  # comma-separated flood events to hold out for validation
@@ -147,6 +162,7 @@ def floodseg_train(
                seed=(seed >= 0, f">= 0, not {seed}"), jitter=(jitter >= 0, f">= 0, not {jitter}"),
                rough=(rough >= 0, f">= 0, not {rough}"), balance=(0 <= balance <= 1, f"between 0 and 1, not {balance}"), wet=(wet >= 0, f">= 0, not {wet}"), units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
     par = num_distrib() > 1   # started by `accelerate launch` with several processes: train in all, write from rank 0
+    if par and rank_distrib(): warnings.simplefilter('ignore')   # rank 0 says it once
     if par:
         from floodseg.distributed import distrib_training, rank0_output   # here only: it needs the 'distributed' extra
         if budget: raise CliError("floodseg_train: --budget counts this process's CPU time, which differs between processes; use --epochs with accelerate launch")
@@ -168,32 +184,59 @@ def floodseg_train(
             except ImportError: raise CliError('floodseg_train: --wandb needs the wandb package: pip install -e ".[wandb]"') from None
             run = wandb_run(dir=tmp, config=dict(data=[str(p) for p in data] if data else str(sample_path()), seed=seed))
             cbs.append(FloodWandbCallback())
-        print(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}")
-        with (contextlib.nullcontext() if show_progress() else learn.no_bar()), (distrib_training(learn) if par else contextlib.nullcontext()):
-            used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best', budget=budget or None)
+        say(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}; "
+            + (f"CPU budget {budget:g} min" if budget else f"{epochs} epochs") + f", lr {lr:g}" * bool(lr) + " (epochs are numbered from 0, as fastai numbers them)")
+        with (distrib_training(learn) if par else contextlib.nullcontext()):
+            used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best', budget=budget or None, progress=show_progress())
         if rank_distrib(): return None   # the other processes of a launched group: rank 0 writes the outputs
         if wandb: run.finish()
-        names = list(learn.recorder.metric_names[1:-1])
-        hist = [dict(zip(names, map(float, v))) | dict(epoch=i + 1) for i, v in enumerate(learn.recorder.values)]
-        best = max(hist, key=lambda h: h['water_iou']) if keep == 'best' else hist[-1]
-        what = f"{', '.join(Path(p).name for p in data) if data else 'embedded sample'}, validation: {valid.get('valid_events') or valid.get('valid_split') or f'spatial blocks ({valid_pct:.0%})'}"
+        if not learn.recorder.values: raise CliError("floodseg_train: training stopped before any epoch was validated; nothing was written")
+        names, b = list(learn.recorder.metric_names[1:-1]), learn.floodseg_budget
+        hist = [dict(zip(names, (np.nan if x is None else float(x) for x in v))) | dict(epoch=i) for i, v in enumerate(learn.recorder.values)]
+        if b and b.partial: hist[-1]['partial'] = b.partial   # the share of its training batches the budget left room for
+        best = max(hist, key=lambda h: np.nan_to_num(h['water_iou'], nan=-1)) if keep == 'best' else hist[-1]
+        vdesc = (f"held-out events {', '.join(valid['valid_events'])}" if 'valid_events' in valid else f"split {valid['valid_split']!r}" if data and 'valid_split' in valid
+                 else 'the embedded sample\'s held-out chips' if not data else f"whole spatial blocks ({valid_pct:.0%}) of the training events")
+        what = f"{', '.join(Path(p).name for p in data) if data else 'embedded sample'}, validation: {vdesc}"
         metrics = dict(best_epoch=best, keep=keep, history=hist, minutes=(time.time() - t0) / 60, cpu_minutes=(time.process_time() - c0) / 60, lr=used_lr, seed=seed,
                        n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=[str(p) for p in data] if data else str(sample_path()),
-                       valid=valid or dict(valid_pct=valid_pct), norm=norm, land_stats=land_stats, jitter=jitter, rough=rough, balance=balance, wet=wet, budget=budget, floodseg_version=floodseg.__version__)
-        save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch']))
+                       valid=valid or dict(valid_pct=valid_pct), norm=norm, land_stats=land_stats, jitter=jitter, rough=rough, balance=balance, wet=wet, budget=budget, budget_note=b.stopped if b else None,
+                       floodseg_version=floodseg.__version__)
+        measured_on = f"{len(dls.valid_ds)} validation chips ({vdesc}: {', '.join(learn.floodseg_config['training']['valid_events'])}), epoch {best['epoch']} ({keep})"
+        save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch'], measured_on=measured_on))
         (tmp/'metrics.json').write_text(json.dumps(metrics, indent=1, default=str))
         plot_training(learn, f"floodseg_train on {what}").savefig(tmp/'training_curve.png', dpi=100); plt.close('all')
-        learn.show_results(max_n=3, figsize=(9, 9))
+        with learn.no_bar(): learn.show_results(max_n=3)   # sized by the tiles it shows (one validation batch)
         plt.gcf().suptitle(f"validation tiles ({what}): SAR | label | prediction"); plt.savefig(tmp/'predictions.png', dpi=100); plt.close('all')
         shutil.rmtree(tmp/'models', ignore_errors=True)   # SaveModelCallback's checkpoint (a pickle): not part of the output
-    print(f"{keep} validation water IoU {best['water_iou']:.3f} (epoch {best['epoch']}) in {metrics['minutes']:.1f} min ({metrics['cpu_minutes']:.1f} CPU min); wrote {out}/")
+    part = f", {best['partial']:.0%} of its batches trained" if best.get('partial') else ''
+    say(f"{keep} validation water IoU {best['water_iou']:.3f} (epoch {best['epoch']}{part}) on {len(dls.valid_ds)} validation chips "
+        f"in {metrics['minutes']:.1f} min ({metrics['cpu_minutes']:.1f} CPU min); wrote {out}/")
     return metrics
 
 # %% ../nbs/13_cli.ipynb #predict-03
 def _is_model_folder(p): return (Path(p)/CONFIG_FILE).exists() and (Path(p)/WEIGHTS_FILE).exists()
 
+# %% ../nbs/13_cli.ipynb #70051043
+def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with its <name>_vh.tif) and/or folders of them
+              model:str=SHIPPED,     # model folder, or 'default' for the model shipped with floodseg
+              out:str='floodseg_maps', # output folder
+              fmt:str|list='cog',    # output format(s), names in `floodseg.scene.WRITERS`: 'cog' (with a quicklook), 'geojson', 'stac_overflow'
+              device:str|None=None,  # torch device (default: the GPU when there is one)
+              precision:str='auto',  # auto, fp32, bf16 (CPU) or fp16 (GPU)
+              tta:bool=False,        # average over the 8 flips and quarter turns of each tile
+              bs:int=4,              # tiles per forward pass
+              progress:bool|None=None, # progress bar over each scene's tiles (None: on a terminal)
+              **kwargs,              # more `map_chips` options: overwrite, units, layout, tile, overlap, quicklook, options, skip_existing, log
+             ) -> pd.DataFrame:
+    "Map floodwater in Sentinel-1 scenes in one call, what `floodseg_predict` does: `floodseg.map_flood('scene.tif')`. One row per scene: its output files, or its error."
+    pred = Predictor.from_folder(model, device=device, precision=precision, tta=tta, bs=bs)
+    return map_chips(pred, *scenes, out=out, fmt=fmt, progress=on_terminal() if progress is None else progress, **kwargs)
+
+
 # %% ../nbs/13_cli.ipynb #predict--1
 @call_parse
+@plain_help
 def floodseg_predict(
     *scenes:str,              # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with <name>_vh.tif beside it) and/or folders of them
     model:str=SHIPPED,        # model folder written by floodseg_train or save_model; default: the model shipped with floodseg
@@ -237,7 +280,7 @@ def floodseg_predict(
         if dask:
             from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
             with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
-        else: res = map_chips(Predictor.from_folder(model, device=device, precision=precision, tta=tta, bs=bs), *scenes, **kw)
+        else: res = map_flood(*scenes, model=model, device=device, precision=precision, tta=tta, bs=bs, **kw)
     except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
     bad = res[res.error.notna()]
     print(f"mapped {len(res) - len(bad)} of {len(res)} scene(s) into {out}/")
@@ -307,6 +350,7 @@ def _save(fig, path):
 
 # %% ../nbs/13_cli.ipynb #evaluate-04
 @call_parse
+@plain_help
 def floodseg_evaluate(
     model:str=SHIPPED,      # model folder (config.json + model.safetensors), e.g. floodseg_train's <out>/model; default: the shipped model
     data:str=None,          # dataset folder (Sen1Floods11, STAC Overflow or ETCI 2021 layout)
@@ -335,9 +379,15 @@ def floodseg_evaluate(
         thresholds, tnote = _tuned_thresholds(train)
         ev = evaluate_chips(pred, test, thresholds, tta=tta, progress=show_progress())
     except FloodsegInputError as e: raise CliError(f"floodseg_evaluate: {e}") from None
-    notes = [f"model: {Path(model).resolve()} ({cfg['arch']}, cut {cfg.get('cut')}, loss {cfg.get('loss')})"] + notes + [tnote]
-    name = '/'.join(Path(model).resolve().parts[-2:]) if Path(model).name == 'model' else Path(model).name
-    what = f"{name} on {Path(data).name}, {notes[1].split('evaluated: ')[1]}"
+    mpath = model_path(model).resolve()   # the shipped model's folder inside the package for 'default'
+    seen = seen_in_training(cfg, test)    # evaluated events or chips among the model's training data
+    if seen: warnings.warn(f"floodseg_evaluate: {seen}")
+    known = '' if 'training' in cfg else "; its config does not record its training data, so whether these chips were in it is not known"
+    notes = [f"model: {mpath} ({cfg['arch']}, cut {cfg.get('cut')}, loss {cfg.get('loss')}){known}"] + notes + [tnote]
+    name = SHIPPED if str(model) == SHIPPED else '/'.join(mpath.parts[-2:]) if mpath.name == 'model' else mpath.name
+    n_scored = ev.per_chip[ev.per_chip.method == 'model'].chip_id.nunique()
+    sel = notes[1].split('evaluated: ')[1].rsplit(', ', 1)[0]
+    what = f"{name} on {Path(data).name}, {sel}, " + (f"{len(test)} chips" if n_scored == len(test) else f"{n_scored} of {len(test)} chips scored")
     with atomic_output(out, overwrite) as tmp:
         ev.per_chip.to_csv(tmp/'metrics_per_chip.csv', index=False)
         evt = ev.per_event()
@@ -348,20 +398,22 @@ def floodseg_evaluate(
         _save(plot_threshold_curves(ev.hists['model'], what, threshold=ev.threshold), tmp/figs['precision-recall and IoU versus threshold'])
         _save(plot_reliability(ev.hists, f'reliability: {what}'), tmp/figs['reliability diagram'])
         minutes = (time.time() - t0) / 60
-        (tmp/'report.md').write_text(evaluation_report(ev, f'floodseg evaluation: {what}', notes + [f'{minutes:.1f} min; floodseg {floodseg.__version__}'], figs))
+        (tmp/'report.md').write_text(evaluation_report(ev, f'floodseg evaluation: {what}', notes + [f'{minutes:.1f} min; floodseg {floodseg.__version__}'], figs, warning=seen))
         pooled = evt[evt.event == 'all'].set_index('method')
-        summary = dict(model=str(Path(model).resolve()), data=str(Path(data).resolve()), events=events, split=split, tta=tta,
-                       n_chips=len(test), threshold=ev.threshold, temperature=ev.temperature, baseline_thresholds=ev.thresholds,
+        summary = dict(model=str(mpath), data=str(Path(data).resolve()), events=events, split=split, tta=tta,
+                       n_chips=len(test), n_scored=n_scored, seen_in_training=seen, threshold=ev.threshold, temperature=ev.temperature, baseline_thresholds=ev.thresholds,
                        pooled=pooled.drop(columns='event').to_dict('index'), per_event=evt.to_dict('records'),
                        calibration={m: dict(ece=h.ece(), brier=h.brier(), nll=h.nll()) for m, h in ev.hists.items()},
                        seconds_per_chip=ev.seconds, not_scored=ev.problems.to_dict('records'),
                        missing_from_disk=list(test.attrs.get('missing', [])), notes=notes, minutes=minutes, floodseg_version=floodseg.__version__)
         (tmp/'summary.json').write_text(json.dumps(_jsonable(summary), indent=1, allow_nan=False))
-    print(f"{what}: pooled IoU " + ', '.join(f'{m} {v:.3f}' for m, v in pooled.iou.items()) + f"; {len(ev.problems)} chips not scored; wrote {out}/")
+    print(f"{what}: pooled IoU " + ', '.join(f'{m} {v:.3f}' for m, v in pooled.iou.items()) + f"; {len(ev.problems)} chips not scored; wrote {out}/"
+          + (" (in-sample: see the warning)" if seen else ''))
     return summary
 
 # %% ../nbs/13_cli.ipynb #adapt-02
 @call_parse
+@plain_help
 def floodseg_adapt(
     data:str=None,            # dataset folder holding the new event's chips (any layout; labels are not read)
     model:str=SHIPPED,        # model folder to start from (default: the model shipped with floodseg)

@@ -26,8 +26,9 @@ from .baselines import *
 from .calibrate import *
 
 # %% auto #0
-__all__ = ['METHOD_NOTES', 'model_loss', 'tile_loss', 'show_error_row', 'SARInterpretation', 'Evaluation', 'evaluate_chips',
-           'loss_sorted', 'plot_loss_sorted', 'md_table', 'evaluation_report', 'rectangle_pixels']
+__all__ = ['BY_LOSS', 'METHOD_NOTES', 'model_loss', 'tile_loss', 'show_error_row', 'SARInterpretation', 'without_water',
+           'Evaluation', 'evaluate_chips', 'loss_sorted', 'plot_loss_sorted', 'md_table', 'seen_in_training',
+           'dry_events_note', 'evaluation_report', 'rectangle_pixels']
 
 # %% ../nbs/09_interpret.ipynb #b8f5a1bb
 def model_loss(cfg:dict # a model config (`load_model`): `loss` and `weights`
@@ -61,7 +62,8 @@ def show_error_row(axs,              # 5 matplotlib axes
     prob = np.asarray(prob, np.float32)
     water = np.nan_to_num(prob, nan=0.) > threshold
     s = scores(**confusion(water, label))
-    SARImage(x).show(ctx=axs[0], title=(f"{title}\n" if title else '') + (f"loss {loss:.3f} · " if loss is not None else '') + f"IoU {s['iou']:.2f}")
+    score = f"IoU {s['iou']:.2f}" if s['water_share'] > 0 else f"no water labelled · false water {s['pred_water_share']:.1%}"   # IoU would be 0 for any false water
+    SARImage(x).show(ctx=axs[0], title=(f"{title}\n" if title else '') + (f"loss {loss:.3f} · " if loss is not None else '') + score)
     SARMask(torch.from_numpy(label)).show(ctx=axs[1], title='label')
     SARMask(torch.from_numpy(np.where(label == IGNORE, IGNORE, water).astype(np.uint8))).show(ctx=axs[2], title=f'prediction (p > {threshold:.2f})')
     axs[3].imshow(prob_colour(prob, ((x[0] == 0) & (x[1] == 0)).numpy())); axs[3].set_title('water probability'); axs[3].axis('off')
@@ -105,6 +107,16 @@ def plot_top_losses(x:SARImage, y:TensorMask, samples, outs, raws, losses, nrows
     axs[0, 0].figure.legend(handles=ERROR_LEGEND, loc='lower center', ncol=4, frameon=False)
     return axs
 
+# %% ../nbs/09_interpret.ipynb #36b3d429
+def without_water(t:pd.DataFrame, # rows with `COUNTS` and their `scores` (per chip or per event)
+                 ) -> pd.DataFrame:
+    "`t` with IoU and F1 left out (NaN) where the label holds no water, and the false-water share of the valid pixels added (`false_water_share`)."
+    t = t.copy()
+    t.loc[(t.tp + t.fn) == 0, ['iou', 'f1']] = np.nan   # any false water would make them 0, which says nothing about how water is mapped
+    t['false_water_share'] = safe_ratio(t.fp, t.tp + t.fp + t.fn + t.tn)
+    return t
+
+
 # %% ../nbs/09_interpret.ipynb #183f5437
 @dataclass
 class Evaluation:
@@ -118,8 +130,8 @@ class Evaluation:
     temperature:float=1.    # the model's temperature
 
     def per_event(self) -> pd.DataFrame:
-        "Scores per method and event, with the pooled totals (`event_table`)."
-        return event_table(self.per_chip)
+        "Scores per method and event, with the pooled totals (`event_table`); no IoU or F1 where the label holds no water (`without_water`)."
+        return without_water(event_table(self.per_chip))
 
 # %% ../nbs/09_interpret.ipynb #183f5437-1
 def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or `Predictor(model, cfg)`)
@@ -150,6 +162,7 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
             if not (c.label != IGNORE).any():
                 why = f"{r.vv}: image is all nodata" if not c.valid.any() else f"{r.label}: no valid labelled pixel"
                 problems.append(dict(chip_id=r.chip_id, event=r.event, problem=why + ', not scored'))
+                continue   # counted once, as not scored: no rows, so that the tables' chip counts are of scored chips
             for m in methods:
                 p = probs[m][i]; p[~c.valid] = np.nan
                 hists[m].add(p, c.label)
@@ -158,21 +171,24 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
                 rows.append(base | dict(method=m, threshold=t, loss=np.nan) | confusion(c.image[BAND_INDEX[b]] < t, c.label))
     if not rows: raise FloodsegInputError(f"none of the {len(chips)} chips could be scored: " + '; '.join(p['problem'] for p in problems[:5]))
     pc = pd.DataFrame(rows)
-    pc = pd.concat([pc, pd.DataFrame(scores(*(pc[c].values for c in COUNTS)))], axis=1)
+    pc = without_water(pd.concat([pc, pd.DataFrame(scores(*(pc[c].values for c in COUNTS)))], axis=1))
     return Evaluation(pc, pd.DataFrame(problems, columns=['chip_id', 'event', 'problem']), hists,
                       {m: s / max(n, 1) for m, s in seconds.items()}, dict(thresholds or {}), thr, T)
 
 # %% ../nbs/09_interpret.ipynb #20fe7347
+BY_LOSS = 'by loss'   # the one group of `loss_sorted` when there are too few chips for three
+
 def loss_sorted(ev:Evaluation,    # from `evaluate_chips`
                 n:int=3,          # chips per group
                 method:str='model', # 'model' or 'model_tta'
                ) -> dict:
-    "Chip ids of the `n` highest-, median- and lowest-loss chips (without valid pixels: left out); with fewer than 3n chips, all of them in three groups."
+    "Chip ids of the `n` highest-, median- and lowest-loss chips (without valid pixels: left out); with at most 3n chips, all of them, highest loss first, as one group `BY_LOSS`."
     d = ev.per_chip[(ev.per_chip.method == method) & ev.per_chip.loss.notna()].sort_values('loss', ascending=False, kind='stable')
     ids = d.chip_id.tolist()
-    if len(ids) <= 3 * n: return dict(zip(['highest loss', 'median loss', 'lowest loss'], [[ids[i] for i in a] for a in np.array_split(np.arange(len(ids)), 3)]))
+    if len(ids) <= 3 * n: return {BY_LOSS: ids}
     mid = len(ids) // 2 - n // 2
     return {'highest loss': ids[:n], 'median loss': ids[mid:mid + n], 'lowest loss': ids[-n:]}
+
 
 # %% ../nbs/09_interpret.ipynb #20fe7347-1
 def plot_loss_sorted(ev:Evaluation,      # from `evaluate_chips`
@@ -184,18 +200,19 @@ def plot_loss_sorted(ev:Evaluation,      # from `evaluate_chips`
                     ) -> plt.Figure:
     "Highest-, median- and lowest-loss chips, one row each: input | label | prediction | water probability | errors."
     groups = loss_sorted(ev, n, method)
-    order = [(g, cid) for g, ids in groups.items() for cid in ids]
+    order = [(f'loss rank {k + 1} of {len(ids)}' if g == BY_LOSS else g, cid) for g, ids in groups.items() for k, cid in enumerate(ids)]
     chips = with_norms(chips, pred.cfg['stats'], pred.cfg.get('norm', 'layout'))   # the statistics of the whole events, not of the chips shown
     sub = chips.set_index('chip_id').loc[[cid for _, cid in order]].reset_index()
     loss = ev.per_chip[ev.per_chip.method == method].set_index('chip_id').loss
-    fig, axs = plt.subplots(len(order), 5, figsize=(14, 2.9 * len(order)), squeeze=False)
+    h = 2.9 * len(order) + 1.2   # rows, plus room for the title above and the legend below them
+    fig, axs = plt.subplots(len(order), 5, figsize=(14, h), squeeze=False)
     preds = {r.chip_id: (c, p) for r, c, p in pred.chips(sub, tta=method == 'model_tta', progress=False)}
     for row, (g, cid), r in zip(axs, order, sub.itertuples()):
         c, p = preds[cid]
         show_error_row(row, chip_input(c, r), c.label, p, ev.threshold, f'{g}: {cid}', loss=loss[cid])
-    fig.suptitle(title + ('\n' if title else '') + 'input | label | prediction | water probability | errors', y=1)
-    fig.legend(handles=ERROR_LEGEND, loc='lower center', ncol=4, frameon=False, bbox_to_anchor=(0.5, -0.005))
-    fig.tight_layout()
+    fig.suptitle(title + ('\n' if title else '') + 'input | label | prediction | water probability | errors', y=1 - 0.1 / h, va='top')
+    fig.legend(handles=ERROR_LEGEND, loc='lower center', ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.05 / h))
+    fig.tight_layout(rect=(0, 0.45 / h, 1, 1 - 0.75 / h))   # the rows between the title and the legend, overlapping neither
     return fig
 
 # %% ../nbs/09_interpret.ipynb #df803070
@@ -209,6 +226,31 @@ def md_table(df:pd.DataFrame, # table to render (the index becomes the first col
     lines += ['| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in df.itertuples(index=False)]
     return '\n'.join(lines)
 
+# %% ../nbs/09_interpret.ipynb #9d3b2aad
+def seen_in_training(cfg:dict,          # a model config (`load_model`), with the `training` record `flood_learner` keeps
+                     chips:pd.DataFrame, # the chips being evaluated (`event`, `chip_id`)
+                    ) -> str|None:
+    "A warning when evaluated events or chips were among the model's training (or validation) data; None when none were, or when the config does not record it."
+    tr = cfg.get('training')
+    if not tr: return None
+    evs = sorted(set(chips.event.astype(str)) & set(tr.get('events', [])))
+    n_tr, n_va = int(chips.chip_id.isin(tr.get('chips', [])).sum()), int(chips.chip_id.isin(tr.get('valid_chips', [])).sum())
+    if not (evs or n_tr or n_va): return None
+    return (f"the model was trained on {'event' + 's' * (len(evs) > 1) + ' ' + ', '.join(evs) if evs else 'none of these events'}; "
+            f"of the {len(chips)} evaluated chips, {n_tr} were its training chips and {n_va} its validation chips: "
+            "these scores are in-sample, not a measure of how it maps a flood it has not seen")
+
+
+# %% ../nbs/09_interpret.ipynb #f7ef5de7
+def dry_events_note(evt:pd.DataFrame, # `Evaluation.per_event()`
+                   ) -> list:
+    "Report lines for the events whose labels hold no water: why their IoU is blank, and the model's false-water share there."
+    dry = evt[(evt.method == 'model') & (evt.event != 'all') & (evt.tp + evt.fn == 0)]
+    if not len(dry): return []
+    return ["No water is labelled in " + ', '.join(f"{r.event} ({r.n_chips} chips: the model calls {r.false_water_share:.2%} of its valid pixels water)" for r in dry.itertuples())
+            + "; IoU and F1 are undefined there and left blank.", '']
+
+
 # %% ../nbs/09_interpret.ipynb #df803070-1
 METHOD_NOTES = {'model': 'the model, threshold from its config', 'model_tta': 'the model with test-time augmentation (8 dihedral transforms)',
                 'otsu_vv': "Otsu's threshold on each chip's VV", 'threshold_vv': 'one VV threshold tuned on the training chips',
@@ -218,16 +260,18 @@ def evaluation_report(ev:Evaluation,  # from `evaluate_chips`
                       title:str,      # report title (model and data)
                       notes:list=(),  # extra lines (data, split, what the baselines were tuned on)
                       figures:dict|None=None, # caption -> image file name, linked at the end
+                      warning:str|None=None,  # shown in bold under the title (e.g. `seen_in_training`)
                      ) -> str:
     "Markdown report: pooled scores of model and baselines side by side, IoU per event, calibration, timing, chips not scored."
     evt = ev.per_event()
-    pooled = evt[evt.event == 'all'].set_index('method')[['iou', 'precision', 'recall', 'f1', 'water_share', 'pred_water_share', 'n_valid', 'n_chips']]
+    pooled = evt[evt.event == 'all'].set_index('method')[['iou', 'precision', 'recall', 'f1', 'water_share', 'pred_water_share', 'false_water_share', 'n_valid', 'n_chips']]
     pooled.insert(0, 'what', [METHOD_NOTES.get(m, '') for m in pooled.index])
-    out = [f'# {title}', '', *[f'- {n}' for n in notes],
+    out = [f'# {title}', '', *([f'> **Warning: {warning}**', ''] if warning else []), *[f'- {n}' for n in notes],
            f'- decision threshold {ev.threshold:.3f}, temperature {ev.temperature:.3f}; baseline thresholds: ' +
            (', '.join(f'{b.upper()} < {t:.3f}' for b, t in ev.thresholds.items()) or 'none tuned (Otsu only)'), '',
            '## Pooled over all scored chips (valid pixels)', '', md_table(pooled.rename_axis('method')), '',
            '## IoU per event', '', md_table(compare_table(evt, 'iou').rename_axis('event')), '',
+           *dry_events_note(evt),
            '## F1 per event', '', md_table(compare_table(evt, 'f1').rename_axis('event')), '']
     cal = pd.DataFrame({m: dict(ece=h.ece(), brier=h.brier(), nll=h.nll(), best_iou_threshold=choose_threshold(h, by='iou'),
                                 best_iou=h.curves().iou.max(), seconds_per_chip=ev.seconds[m]) for m, h in ev.hists.items()}).T
@@ -235,11 +279,13 @@ def evaluation_report(ev:Evaluation,  # from `evaluate_chips`
             'ECE over 10 equal-width probability bins; the best-IoU threshold on *these* chips is for information only '
             '(choosing it here would tune on the test data).', '', md_table(cal.rename_axis('method'), 4), '']
     out += ['## Chips not scored', '']
-    unl = ev.problems.problem.str.endswith('no label, not scored')
-    if unl.any(): out += [f"{int(unl.sum())} chips have no label (e.g. {', '.join(ev.problems.chip_id[unl].head(3))}); "
-                          f"`summary.json` lists them all under `not_scored`.", '']
-    other = ev.problems[~unl]
-    out += [md_table(other) if len(other) else ('No other chip.' if unl.any() else 'None: every chip was read and had valid labelled pixels.'), '']
+    n_scored, probs = ev.per_chip[ev.per_chip.method == 'model'].chip_id.nunique(), ev.problems
+    unl = probs.problem.str.endswith('no label, not scored')
+    if not len(probs): out += ['None: every chip was read and had valid labelled pixels.', '']
+    else:
+        out += [f"{len(probs)} of the {n_scored + len(probs)} chips were not scored ({n_scored} were)" + (':' if (~unl).any() or unl.any() else '.'), '']
+        if unl.any(): out += [f"- {int(unl.sum())} have no label (e.g. {', '.join(probs.chip_id[unl].head(3))}); `summary.json` lists them all under `not_scored`.", '']
+        if (~unl).any(): out += [md_table(probs[~unl]), '']
     if figures: out += ['## Figures', ''] + [f'![{k}]({v})' for k, v in figures.items()]
     return '\n'.join(out) + '\n'
 

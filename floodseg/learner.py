@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/learner.html.md"""
 
 # %% ../nbs/04_learner.ipynb #fe9edf76
 from __future__ import annotations
-import contextlib, json, socket, time, warnings
+import contextlib, json, os, socket, sys, time, warnings
 from pathlib import Path
 from importlib.resources import files
 import numpy as np
@@ -16,7 +16,10 @@ from torch import nn
 from fastai.vision.all import (Metric, Module, unet_learner, create_unet_model, resnet18, resnet34, resnet50,
                                Adam, Callback, store_attr, dispatch, TensorMask, set_seed, delegates, L, default_device, to_detach)
 from fastai.callback.tracker import SaveModelCallback, EarlyStoppingCallback
-from fastai.callback.core import CancelFitException
+from fastai.callback.core import CancelFitException, CancelTrainException
+from fastai.torch_core import rank_distrib
+from fastcore.basics import noop
+from fastprogress.core import IN_NOTEBOOK
 from safetensors.torch import save_file, load_file
 from safetensors import SafetensorError
 import floodseg
@@ -27,9 +30,9 @@ from .data import *
 # %% auto #0
 __all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'WEIGHTS_FILE', 'CONFIG_FILE', 'SHIPPED', 'class_weights',
            'SARLoss', 'WaterIoU', 'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16',
-           'resolve_precision', 'inference_autocast', 'apply_precision', 'sar_loss', 'flood_learner', 'model_cost',
-           'model_path', 'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config', 'CPUBudget',
-           'fit_flood']
+           'resolve_precision', 'inference_autocast', 'apply_precision', 'sar_loss', 'training_data', 'flood_learner',
+           'model_cost', 'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'load_model',
+           'update_model_config', 'CPUBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -186,6 +189,16 @@ def sar_loss(loss:str=DEFAULT_LOSS,           # a key of `LOSSES`
     if loss not in LOSSES: raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {loss!r}")
     return LOSSES[loss](weights)
 
+# %% ../nbs/04_learner.ipynb #88575450
+def training_data(dls, # `DataLoaders` from `sar_dataloaders` (with their `survey`)
+                 ) -> dict:
+    "What `dls` trains and validates on: the events and chip ids of each (a model's config keeps this, so that evaluation can say what the model has seen)."
+    sv = dls.survey
+    tr, va = sv[~sv.is_valid], sv[sv.is_valid]
+    return dict(events=sorted(map(str, tr.event.unique())), chips=sorted(map(str, tr.chip_id)),
+                valid_events=sorted(map(str, va.event.unique())), valid_chips=sorted(map(str, va.chip_id)))
+
+
 # %% ../nbs/04_learner.ipynb #2c7c149a-1
 @delegates(unet_learner, but=['normalize', 'n_out', 'n_in', 'pretrained', 'loss_func', 'metrics'])
 def flood_learner(dls,                        # `DataLoaders` from `sar_dataloaders`
@@ -212,7 +225,8 @@ def flood_learner(dls,                        # `DataLoaders` from `sar_dataload
     learn.floodseg_config = dict(arch=arch, pretrained=pretrained, **opts, n_in=2, n_out=2, precision=precision,
                                  img_size=list(dls.one_batch()[0].shape[-2:]), loss=loss,
                                  weights=None if weights is None else list(map(float, weights)),
-                                 stats=dict(dls.stats), norm=getattr(dls, 'norm', 'layout'), classes=['dry', 'water'], threshold=0.5)
+                                 stats=dict(dls.stats), norm=getattr(dls, 'norm', 'layout'), classes=['dry', 'water'], threshold=0.5,
+                                 training=training_data(dls))
     return learn
 
 # %% ../nbs/04_learner.ipynb #a9ec9303
@@ -252,6 +266,13 @@ def model_path(path, # a model folder, or 'default' for the model shipped with f
     if str(path) == SHIPPED: return Path(str(files('floodseg')/'models'/SHIPPED))
     return Path(path)
 
+# %% ../nbs/04_learner.ipynb #9664f43a
+def file_mode() -> int:
+    "The mode a new file gets under this process's umask (`0o666 & ~umask`: 0644 under the usual 022)."
+    old = os.umask(0); os.umask(old)
+    return 0o666 & ~old
+
+
 # %% ../nbs/04_learner.ipynb #a3c52307-1
 def write_model(model:nn.Module, # the network
                 cfg:dict,        # its config (`learn.floodseg_config`, or one from `load_model`)
@@ -263,6 +284,7 @@ def write_model(model:nn.Module, # the network
     with atomic_output(path, overwrite) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp/WEIGHTS_FILE)
         (tmp/CONFIG_FILE).write_text(json.dumps(dict(cfg, floodseg_version=floodseg.__version__, **extra), indent=1, default=float))
+        for f in (WEIGHTS_FILE, CONFIG_FILE): os.chmod(tmp/f, file_mode())   # safetensors writes 0600; a model is for others to read too
     return Path(path)
 
 # %% ../nbs/04_learner.ipynb #a3c52307-2
@@ -351,37 +373,108 @@ def update_model_config(path,      # model folder (`save_model`)
 
 # %% ../nbs/04_learner.ipynb #527c9fc9
 class CPUBudget(Callback):
-    "Drive one-cycle schedules by the share of `minutes` of process CPU time spent, and stop training when it is spent."
+    "Drive one-cycle schedules by the share of `minutes` of process CPU time spent; when it is spent, validate the weights reached and stop."
     order = 0   # after fastai's TrainEvalCallback (which counts pct_train by batches), before ParamScheduler (which reads it)
     def __init__(self, minutes:float): # CPU minutes (all threads) for the whole fit, validation included
         if not minutes > 0: raise ValueError(f"the CPU budget must be > 0 minutes, not {minutes}")
         store_attr()
-    def before_fit(self): self.t0, self.steps, self.spent = time.process_time(), 0, 0.
+    def before_fit(self): self.t0, self.steps, self.spent, self.stopped, self.partial = time.process_time(), 0, 0., None, None
+    def _over(self) -> bool:
+        "Is the budget spent? (never before the first training batch, so that there are always weights to validate)"
+        self.spent = (time.process_time() - self.t0) / 60
+        return self.steps > 0 and self.spent >= self.minutes
+    def before_epoch(self):
+        if self.stopped is None and self._over(): self.stopped = f"CPU budget of {self.minutes:g} min spent after {self.epoch} whole epochs"
+        if self.stopped: raise CancelFitException()
     def before_batch(self):
         if not self.training: return
-        self.spent = (time.process_time() - self.t0) / 60
-        if self.spent >= self.minutes: raise CancelFitException()
-        self.learn.pct_train = self.spent / self.minutes
+        if self._over():
+            per_epoch, self.partial = self.spent / self.steps * self.n_iter, self.iter / self.n_iter
+            self.stopped = (f"CPU budget of {self.minutes:g} min spent in epoch {self.epoch} after {self.iter} of {self.n_iter} training batches "
+                            f"({self.iter / self.n_iter:.0%}; one epoch takes about {per_epoch:.1f} CPU min here): the weights reached are validated and kept")
+            raise CancelTrainException()   # fastai skips the rest of the epoch's training, validates and records it; `before_epoch` then stops
+        self.learn.pct_train = min(self.spent / self.minutes, 1 - 1e-6)
+    def after_train(self):   # runs before the Recorder's (order 50), after its `after_cancel_train`, which would leave the epoch's row without its train_loss
+        if self.stopped and hasattr(self.learn, 'recorder'): self.learn.recorder.cancel_train = False   # the batches trained have a smoothed loss: keep it
     def after_batch(self):
         if self.training: self.steps += 1
+
+
+# %% ../nbs/04_learner.ipynb #1bf06812
+def on_terminal() -> bool:
+    "Can progress bars be drawn? True on a terminal (stdout) or in Jupyter, as fastprogress decides; False in a log file."
+    return sys.stdout.isatty() or IN_NOTEBOOK
+
+def say(*args):
+    "`print` in the process that reports: the only one, or rank 0 of a launched group (`accelerate launch`)."
+    if rank_distrib() == 0: print(*args, flush=True)
+
+@contextlib.contextmanager
+def rank0_stdout():
+    "Inside, what is printed reaches stdout from rank 0 only (fastai's `SaveModelCallback` prints its 'Better model found' in every process)."
+    if rank_distrib() == 0: yield; return
+    with open(os.devnull, 'w') as f, contextlib.redirect_stdout(f): yield
+
+class TextProgress(Callback):
+    "Progress as plain lines for logs, instead of fastai's bars: the metrics table with its header, and a heartbeat line within epochs (rank 0 only)."
+    order = 70   # after fastai's Recorder (50), whose smooth loss it reports and which calls `learn.logger` with each epoch's row
+    def __init__(self, every:float=30., # seconds between heartbeat lines within an epoch (0: after every training batch)
+                ): store_attr()
+    def before_fit(self):
+        self.quiet = self.learn.logger is noop
+        if self.quiet: return
+        self.t0 = self.last = time.time()
+        self.old_logger, self.learn.logger = self.learn.logger, self._row
+        names = list(self.recorder.metric_names)
+        self.widths = [max(len(n), 6 if n in ('epoch', 'time') else 10) for n in names]
+        say('  '.join(f'{n:>{w}}' for n, w in zip(names, self.widths)))
+    def _row(self, log):
+        fmt = lambda v, w: f'{v:>{w}.4f}' if isinstance(v, float) else f'{"-" if v is None else v!s:>{w}}'
+        say('  '.join(fmt(v, w) for v, w in zip(log, self.widths)))
+    def after_batch(self):
+        if self.quiet or not self.training or time.time() - self.last < self.every: return
+        self.last, el = time.time(), (time.time() - self.t0) / 60
+        b = next((c for c in self.learn.cbs if isinstance(c, CPUBudget)), None)
+        if b:
+            spent = (time.process_time() - b.t0) / 60   # now, not at the batch's start
+            eta = f"CPU budget {spent:.2f} of {b.minutes:g} min spent, about {max(b.minutes - spent, 0) * el / max(spent, 1e-9):.1f} min left"
+        else:
+            done = (self.epoch + (self.iter + 1) / self.n_iter) / self.n_epoch
+            eta = f"about {el * (1 - done) / done:.1f} min left (epoch {self.n_epoch - 1} is the last)"
+        say(f"  epoch {self.epoch}: batch {self.iter + 1}/{self.n_iter}, train loss {float(self.smooth_loss):.4f}, {el:.1f} min elapsed, {eta}")
+    def after_fit(self):
+        if not self.quiet: self.learn.logger = self.old_logger
+
 
 # %% ../nbs/04_learner.ipynb #9e1e2a2a
 def fit_flood(learn,                # a `flood_learner`
               epochs:int=10,        # epochs (of the unfrozen phase)
-              lr:float|None=None,   # peak learning rate; found with `lr_find` when None
+              lr:float|None=1e-3,   # peak learning rate (the same default as `floodseg_train --lr`); None: found with `lr_find` first
               freeze_epochs:int=1,  # epochs with the encoder frozen (pretrained encoders only)
               patience:int|None=None, # early-stopping patience in epochs (None: no early stopping)
               cbs:list|None=None,   # more callbacks
               keep_best:bool=True,  # reload the epoch with the best validation water IoU at the end (False: keep the last)
               budget:float|None=None, # CPU minutes for the unfrozen phase instead of `epochs` (`CPUBudget`)
+              progress:bool|None=None, # fastai's progress bars (True) or plain lines (`TextProgress`, False); None: bars on a terminal or in Jupyter, lines in a log
+              every:float=30.,      # seconds between heartbeat lines without bars
              ):
     "Train with one-cycle schedules (over `epochs`, or over a CPU `budget`), keeping the epoch with the best validation water IoU (or the last); returns the learning rate used."
-    if lr is None: lr = float(learn.lr_find(show_plot=False).valley)
-    cbs = L(cbs) + ([SaveModelCallback(monitor='water_iou', comp=np.greater, fname='best', with_opt=False)] if keep_best else [])
-    if patience: cbs += EarlyStoppingCallback(monitor='water_iou', comp=np.greater, patience=patience)
-    if budget: epochs, cbs = 100_000, cbs + [CPUBudget(budget)]
-    if learn.floodseg_config['pretrained']:
-        learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr, cbs=[c for c in cbs if not isinstance(c, CPUBudget)])
-        learn.unfreeze(); learn.fit_one_cycle(epochs, slice(lr / 10, lr), cbs=cbs)
-    else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
+    bars = on_terminal() if progress is None else progress
+    with (contextlib.nullcontext() if bars else learn.no_bar()), rank0_stdout():
+        if lr is None:
+            say("lr=None: choosing the learning rate with fastai's lr_find (up to 100 training batches) before training")
+            lr = float(learn.lr_find(show_plot=False).valley)
+            say(f"lr_find: lr = {lr:.2e}")
+        cbs = L(cbs) + ([] if bars else [TextProgress(every)])
+        cbs += [SaveModelCallback(monitor='water_iou', comp=np.greater, fname='best', with_opt=False)] if keep_best else []
+        if patience: cbs += EarlyStoppingCallback(monitor='water_iou', comp=np.greater, patience=patience)
+        if budget: epochs, cbs = 100_000, cbs + [CPUBudget(budget)]
+        if learn.floodseg_config['pretrained']:
+            learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr, cbs=[c for c in cbs if not isinstance(c, CPUBudget)])
+            learn.unfreeze(); learn.fit_one_cycle(epochs, slice(lr / 10, lr), cbs=cbs)
+        else: learn.fit_one_cycle(epochs, lr, cbs=cbs)
+    b = next((c for c in cbs if isinstance(c, CPUBudget)), None)
+    learn.floodseg_budget = b   # what the budget let training do (`stopped`, `partial`), for reports
+    if b and b.stopped: say(b.stopped)
     return lr
+

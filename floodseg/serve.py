@@ -386,9 +386,12 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
         try: yield
         finally: await run_in_threadpool(svc.stop)
 
-    app = FastAPI(title='floodseg', version=floodseg.__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title='floodseg', version=floodseg.__version__, lifespan=lifespan, docs_url='/docs', redoc_url=None)
     app.state.service = svc
-    if token: app.add_middleware(BearerToken, token=token)
+    if token: app.add_middleware(BearerToken, token=token, open_paths=('/', '/v1/health', '/docs'))   # /docs: a static page, like /
+    def owner(request):   # who submitted a job: a short hash of its bearer token (None without one)
+        a = request.headers.get('authorization')
+        return hashlib.sha256(a.encode()).hexdigest()[:16] if a else None
 
     @app.get('/', response_class=HTMLResponse, include_in_schema=False)
     def page(): return PAGE
@@ -413,7 +416,7 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
                 opts = job_options(texts, predictor.cfg)
                 info = await run_in_threadpool(check_upload, files, folder, opts['formats'])
             except ValueError as e: raise HTTPException(422, str(e)) from None    # FloodsegInputError is a ValueError
-            st = store.save(dict(id=jid, state='queued', stage='queued', progress=0., created=_now(), input=info, options=opts, model=svc.model))
+            st = store.save(dict(id=jid, state='queued', stage='queued', progress=0., created=_now(), input=info, options=opts, model=svc.model, owner=owner(request)))
         except UploadTooLarge as e:
             svc.release(); shutil.rmtree(folder, ignore_errors=True)
             raise HTTPException(413, str(e)) from None
@@ -427,6 +430,13 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
         st = store.get(jid) if store.folder(jid) else None
         if st is None: raise HTTPException(404, f'no job {jid!r} on this server')
         return st
+
+    @app.get('/v1/maps')
+    def job_list(request:Request):
+        me = owner(request)
+        with store.lock: mine = sorted((dict(s) for s in store.jobs.values() if s.get('owner') == me), key=lambda s: s.get('created') or '', reverse=True)
+        return dict(jobs=[dict(id=s['id'], state=s['state'], stage=s.get('stage'), progress=s.get('progress'), created=s.get('created'),
+                               input=(s.get('input') or {}).get('name'), url=f"/v1/maps/{s['id']}") for s in mine])
 
     @app.get('/v1/maps/{jid}')
     def job_status(jid:str): return _job(jid)
@@ -474,6 +484,7 @@ PAGE = r'''<!doctype html>
 <body>
 <h1><span>floodseg</span> flood mapping</h1>
 <p class="lead">Map surface water in a Sentinel-1 SAR scene: upload a GeoTIFF of VV and VH backscatter in dB (any size, any CRS) and get back a water-probability and a water-mask Cloud-Optimized GeoTIFF, a quicklook and water outlines as GeoJSON. The scene is mapped on this server; nothing is sent elsewhere.</p>
+<p class="lead"><a href="/docs">API documentation</a> (FastAPI): every request this page makes, and <code>GET /v1/maps</code>, the list of your jobs.</p>
 <section id="model"><h2>Model</h2><div id="model-info" class="muted">loading…</div></section>
 <form id="form">
  <fieldset><legend>Scene</legend>
