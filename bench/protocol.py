@@ -105,6 +105,8 @@ RECIPES = {
     'balwet_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., balance=1., wet=0.5),   # ... and wetter chips drawn more within their event
     'rough_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=1.),   # the default with rough-water augmentation
     'balrough_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=1., balance=1.),   # ... and balanced sampling
+    'rough2_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=2.),   # twice the rough-water brightening
+    'balrough2_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=2., balance=1.),   # ... with balanced sampling
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -135,6 +137,8 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'balwet_c3_jitter': 'sampling: balanced as `bal_c3_jitter`, and within an event a chip drawn in proportion to (water share + 1 %) ** 0.5 (`wet=0.5`): a wetter prior',
     'rough_c3_jitter': 'augmentation: the default with the labelled water of half the training tiles brightened up to 2.5 sd in VV and 1 in VH with texture (`RoughWater`, `rough=1`), as wind-roughened water looks',
     'balrough_c3_jitter': 'augmentation and sampling: `rough_c3_jitter` with balanced sampling (`balance=1`)',
+    'rough2_c3_jitter': 'augmentation: twice the rough-water brightening (`rough=2`: up to 5 sd in VV, 2 in VH; wind-roughened C-band water can be 10-15 dB brighter in VV than calm water). Chosen after `balrough_c3_jitter` lost jja10, whose water is as bright as its land in VV: its jja10 score is optimistic',
+    'balrough2_c3_jitter': 'augmentation and sampling: `rough2_c3_jitter` with balanced sampling',
     'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16; 12.9 M parameters, 25.8 MB in float16: over the 20 MB a shipped model may take)',
 }
 
@@ -397,7 +401,7 @@ def _fmt(m, sd, n): return f"{m:.3f} ± {sd:.3f} ({n})" if n > 1 else f"{m:.3f} 
 # Recipes that differ from another only in how dB data is standardised: on the ETCI-only folds they train the same
 # network on the same data, so those folds are not run again and the other recipe's runs stand in (marked †).
 SAME_ON_ETCI = {'auto_land': 'auto', 'scene': 'auto', 'auto_ce_land': 'auto_ce', 'bal_c3_jitter': 'auto_ce_land_c3_jitter',
-                'balrough_c3_jitter': 'rough_c3_jitter'}   # balance: uniform weights on one event, so the same training there
+                'balrough_c3_jitter': 'rough_c3_jitter', 'balrough2_c3_jitter': 'rough2_c3_jitter'}   # balance: uniform weights on one event, so the same training there
 
 def runs_frame(runs_dir=None):
     "One row per run: recipe, fold, seed, budget, held-out IoU at 0.5 / validation threshold / prior-corrected threshold, cost."
@@ -511,6 +515,33 @@ def chip_summary(cf):
                          paired='–' if rec == DEFAULT or len(pg) < 2 else f"{pg.mean():+.3f} ± {pg.std(ddof=1) / np.sqrt(len(pg)):.3f} ({len(pg)})"))
     return pd.DataFrame(rows).sort_values(['budget', 'iou'], ascending=[True, False])
 
+RULES = {'model': 'the model at 0.5', 'model_or_vh22': 'or VH < -22 dB', 'model_at_vh22': 'VH < -22 dB where p > 0.2',
+         'model_or_split': "or the chip's bimodal VH split", 'model_at_split': 'the split where p > 0.2', 'split': 'the bimodal split alone'}
+
+def rule_markdown(cf=None):
+    "Decision rules on the dB folds (`bench/infer_levers.py --split`, the same saved models): wins / ties / losses against the best threshold per rule and recipe."
+    cf = chip_frame() if cf is None else cf
+    d = OUT/'infer'
+    rs = [json.loads(f.read_text()) for f in sorted(d.glob('*_split.json'))] if d.exists() else []
+    if not rs or not len(cf): return []
+    rows = []
+    for r in rs:
+        run = json.loads((OUT/'runs'/f"{r['model']}.json").read_text())
+        for chip, sc in r['scores'].items():
+            base = cf[(cf.recipe == run['recipe']) & (cf.fold == run['fold']) & (cf.seed == run['seed']) & (cf.chip == chip)].iloc[0]
+            for rule in RULES:
+                rows.append(base.to_dict() | dict(rule=rule, model_iou=sc[rule]['iou'], model_recall=sc[rule]['recall'], model_fw=sc[rule]['pred_water_share']))
+    rf = pd.DataFrame(rows)
+    lines = ["## Decision rules on the dB folds (`bench/infer_levers.py --split`; the same saved models, no retraining)", "",
+             "The model's water at 0.5 combined with a threshold applied to the chip itself: or'ed with fixed VH < -22 dB; VH < -22 dB taken only where "
+             "the model gives at least 0.2; the same two with the chip's own bimodal VH split (a two-Gaussian mixture, kept where Ashman's D > 2 and the dark "
+             "component holds 0.5-90 % of the pixels: 3 of the 13 chips); the split alone. Rules fixed a priori, none tuned on a test chip. W / T / L as above, seed means.", "",
+             "| recipe | seeds | rule | W / T / L | mean IoU, wet chips | mean recall, wet chips |", "|---|---|---|---|---|---|"]
+    for (rec, rule), g in rf.groupby(['recipe', 'rule'], sort=False):
+        s = chip_summary(g.assign(recipe=rec)).iloc[0]
+        lines.append(f"| {rec} | {s.seeds} | {rule}: {RULES[rule]} | {s.wtl} | {s.iou:.3f} | {s.recall:.3f} |")
+    return lines + [""]
+
 def chip_markdown(cf=None):
     "The dB folds' sections of PROTOCOL.md: the summary per recipe and the per-chip table of each."
     cf = chip_frame() if cf is None else cf
@@ -556,6 +587,7 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
                              ('iou_tv', 'threshold chosen on the training events\' validation blocks')]:
             lines += [f"## {budget:g} CPU-minutes of training, {what}", "", recipe_markdown(df, budget, policy), ""]
     lines += chip_markdown()
+    lines += rule_markdown()
     lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
     for r, what in LEVERS.items():
         g = df[df.recipe == r]
