@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #0b825fd8
 from __future__ import annotations
-import contextlib, json, shutil, sys, time, warnings
+import contextlib, functools, json, shutil, signal, sys, threading, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -32,8 +32,8 @@ from .scene import *
 
 # %% auto #0
 __all__ = ['UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup', 'plain_help',
-           'device_ok', 'train_chips', 'plot_training', 'floodseg_train', 'map_flood', 'floodseg_predict',
-           'evaluation_chips', 'floodseg_evaluate', 'floodseg_adapt']
+           'Terminated', 'os_reason', 'clean_exit', 'device_ok', 'train_chips', 'plot_training', 'floodseg_train',
+           'map_flood', 'floodseg_predict', 'evaluation_chips', 'floodseg_evaluate', 'floodseg_adapt']
 
 # %% ../nbs/13_cli.ipynb #check-01
 def check_args(cmd:str, # the command, for the message
@@ -69,6 +69,40 @@ def plain_help(func):
         func.__annotations__[k] = Annotated[anno, extra]
     return func
 
+
+# %% ../nbs/13_cli.ipynb #clean-exit-01
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, raised as an interrupt so that `finally` blocks run."
+
+def _terminate(signum, frame): raise Terminated()
+
+def os_reason(e:OSError, # the error
+              path=None,  # the file or folder being written, to tell a full disk
+             ) -> str:
+    "Why an `OSError` happened, in a few words: its `strerror`, else the first message of GDAL's that says more than 'see previous exception'; a full disk said so."
+    why, x = e.strerror, e
+    while why is None and x is not None:
+        if 'previous exception' not in str(x): why = str(x)
+        x = x.__cause__ or x.__context__
+    p = next((q for q in [Path(path), *Path(path).absolute().parents] if q.exists()), None) if path is not None else None
+    full = p is not None and shutil.disk_usage(p).free < 2**26
+    return ('the disk is full: ' if full else '') + (why or type(e).__name__)
+
+def clean_exit(f):
+    "Decorate a command: Ctrl-C, SIGTERM and OS errors (a full disk, a folder it cannot write) end it in one `CliError` line, its temporary files removed."
+    @functools.wraps(f)
+    def _f(*args, **kwargs):
+        main = threading.current_thread() is threading.main_thread()
+        prev = signal.signal(signal.SIGTERM, _terminate) if main else None
+        try: return f(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            raise CliError(f"{f.__name__}: interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'Ctrl-C'}); "
+                           "outputs finished before are kept, the one being written was removed") from None
+        except OSError as e:
+            raise CliError(f"{f.__name__}: {os_reason(e, e.filename)}" + (f": {e.filename}" if e.filename else '')) from None
+        finally:
+            if main: signal.signal(signal.SIGTERM, prev)
+    return _f
 
 # %% ../nbs/13_cli.ipynb #check-05
 def device_ok(device:str|None # a torch device name, or None for the default
@@ -122,6 +156,7 @@ def plot_training(learn, title:str):
 # %% ../nbs/13_cli.ipynb #64985b6e
 @call_parse
 @plain_help
+@clean_exit
 def floodseg_train(
     data:Annotated[str, {'nargs': '+'}]=None, # dataset folder(s), any of the Sen1Floods11, STAC Overflow and ETCI 2021 layouts; default: the embedded real sample
     valid_events:str=None,  # comma-separated flood events to hold out for validation
@@ -237,6 +272,7 @@ def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_v
 # %% ../nbs/13_cli.ipynb #predict--1
 @call_parse
 @plain_help
+@clean_exit
 def floodseg_predict(
     *scenes:str,              # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with <name>_vh.tif beside it) and/or folders of them
     model:str=SHIPPED,        # model folder written by floodseg_train or save_model; default: the model shipped with floodseg
@@ -256,6 +292,7 @@ def floodseg_predict(
     overwrite:bool=False,     # replace existing outputs
     units:str='auto',         # scale of the scenes' values: auto (judged per scene; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
     skip_existing:bool=False, # folder mode: skip scenes whose outputs all exist, so that a stopped batch resumes (scenes with some outputs are mapped again)
+    bands:str='auto',         # what the scenes' two bands hold: auto (VV then VH, refused if VH is brighter than VV almost everywhere), vv,vh (as given, unchecked) or vh,vv (swapped)
     dask:str=None,            # map the scenes on Dask distributed, one task per scene: local:N (N worker processes here) or tcp://host:port (a running scheduler)
 ):
     "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs and a quicklook per scene, GeoJSON water outlines, or the STAC Overflow format."
@@ -269,7 +306,10 @@ def floodseg_predict(
                device=(device_ok(device), f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), min_area=(min_area is None or min_area >= 0, f">= 0 m², not {min_area}"),
                simplify=(simplify is None or simplify >= 0, f">= 0 pixels, not {simplify}"),
-               scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"))
+               scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"),
+               out=(Path(out).is_dir() or not Path(out).exists(), f"a folder, not the file {out}"), bands=(bands in BAND_ORDERS, f"one of {', '.join(BAND_ORDERS)}, not {bands!r}"),
+               overwrite=(not (overwrite and skip_existing), "left off when --skip-existing is given (--skip-existing keeps the outputs that exist, --overwrite replaces them)"))
+    if dask and bands != 'auto': raise CliError("floodseg_predict: --bands is not passed to Dask workers yet; map swapped scenes without --dask")
     fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog'])) for f in x.split(',') if f]
     fmts += ['stac_overflow'] if stac_overflow else []
     check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
@@ -280,8 +320,9 @@ def floodseg_predict(
         if dask:
             from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
             with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
-        else: res = map_flood(*scenes, model=model, device=device, precision=precision, tta=tta, bs=bs, **kw)
+        else: res = map_flood(*scenes, model=model, device=device, precision=precision, tta=tta, bs=bs, bands=bands, **kw)
     except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
+    except OSError as e: raise CliError(f"floodseg_predict: cannot write into {out} ({os_reason(e, out)}); outputs finished before are kept, the one being written was removed") from None
     bad = res[res.error.notna()]
     print(f"mapped {len(res) - len(bad)} of {len(res)} scene(s) into {out}/")
     if len(bad): raise CliError(f"floodseg_predict: {len(bad)} of {len(res)} scene(s) failed:\n  " + "\n  ".join(bad.error))
@@ -351,6 +392,7 @@ def _save(fig, path):
 # %% ../nbs/13_cli.ipynb #evaluate-04
 @call_parse
 @plain_help
+@clean_exit
 def floodseg_evaluate(
     model:str=SHIPPED,      # model folder (config.json + model.safetensors), e.g. floodseg_train's <out>/model; default: the shipped model
     data:str=None,          # dataset folder (Sen1Floods11, STAC Overflow or ETCI 2021 layout)
@@ -414,6 +456,7 @@ def floodseg_evaluate(
 # %% ../nbs/13_cli.ipynb #adapt-02
 @call_parse
 @plain_help
+@clean_exit
 def floodseg_adapt(
     data:str=None,            # dataset folder holding the new event's chips (any layout; labels are not read)
     model:str=SHIPPED,        # model folder to start from (default: the model shipped with floodseg)

@@ -284,6 +284,10 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
         raise FloodsegInputError("no usable training chips" + (f"; e.g. {sv.problem.dropna().iloc[0]}" if sv.problem.notna().any() else ' (none is labelled)'))
     if valid_events is None and valid_split is None: sv, valid_split = spatial_split(sv, valid_pct, seed=42 if seed is None else seed), 'valid'
     df = sv[_usable(sv)]
+    gone = sorted(set(L(valid_events)) & set(sv.event) - set(df.event)) if valid_events is not None else []
+    if gone:   # in the table, but every chip of it unusable: say so, rather than that the event is not there
+        g = sv[sv.event.isin(gone)]
+        raise FloodsegInputError(f"validation event(s) {gone} have no usable chip: all {len(g)} of their chips were dropped (e.g. {g.problem.dropna().iloc[0] if g.problem.notna().any() else 'no label'})")
     splitter = EventSplitter(valid_events) if valid_events is not None else SplitColSplitter(valid_split)
     train, valid = splitter(df)
     if not len(train) or not len(valid): raise FloodsegInputError(f"split leaves {len(train)} training and {len(valid)} validation chips; both must be non-empty")

@@ -115,7 +115,9 @@ def sen1floods11_chips(path # a Sen1Floods11 folder (`v1.1` or a folder above it
     splits = {}
     for f in sorted(split_dir.glob('flood_*_data.csv')):
         name = f.stem[len('flood_'):-len('_data')]
-        for s1 in pd.read_csv(f, header=None)[0]: splits[s1.replace('_S1Hand.tif', '')] = name
+        try: s = pd.read_csv(f, header=None)
+        except pd.errors.EmptyDataError: raise FloodsegInputError(f"{f}: empty; a Sen1Floods11 split file lists one 'S1 file,label file' pair per row") from None
+        for s1 in s[0]: splits[s1.replace('_S1Hand.tif', '')] = name
     rows = []
     for img in sorted((hand/'S1Hand').glob('*_S1Hand.tif')):
         cid = img.name[:-len('_S1Hand.tif')]
@@ -133,7 +135,8 @@ def stac_overflow_chips(path # a STAC Overflow folder (holding `training_data/`,
     train = _find_dir(path, 'training_data', 'STAC Overflow')
     meta_f = train/'flood-training-metadata.csv'
     if not meta_f.exists(): raise FloodsegInputError(f"{meta_f}: STAC Overflow metadata CSV not found")
-    meta = pd.read_csv(meta_f)
+    try: meta = pd.read_csv(meta_f)
+    except pd.errors.EmptyDataError: raise FloodsegInputError(f"{meta_f}: empty; the STAC Overflow metadata CSV has a header and one row per chip and polarisation") from None
     need = {'chip_id', 'flood_id', 'location'}
     if not need <= set(meta.columns):
         raise FloodsegInputError(f"{meta_f}: expected columns {sorted(need)}, found {list(meta.columns)}")

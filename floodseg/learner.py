@@ -305,18 +305,29 @@ def build_model(cfg:dict # a model config (`learn.floodseg_config`, or a saved `
     return create_unet_model(ARCHS[cfg['arch']], cfg['n_out'], tuple(cfg['img_size']), pretrained=False, n_in=cfg['n_in'], **opts)
 
 # %% ../nbs/04_learner.ipynb #load-checks
+def _finite(x, positive:bool=False) -> bool:
+    "Is `x` a finite number (not a bool, not a string), and > 0 when `positive`?"
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and (x > 0 or not positive)
+
 def _check_config(cfg:dict, cf:Path):
-    "`FloodsegInputError` naming `cf` when a model config holds values no floodseg model can have."
+    "`FloodsegInputError` naming `cf` and the key when a model config holds values no floodseg model can have."
     checks = [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
-              ('threshold', isinstance(cfg['threshold'], (int, float)) and 0 < cfg['threshold'] < 1, 'in (0, 1)')]
+              ('threshold', _finite(cfg['threshold']) and 0 < cfg['threshold'] < 1, 'in (0, 1)'),
+              ('temperature', cfg.get('temperature') is None or _finite(cfg['temperature'], positive=True), 'a finite number > 0 (1: uncalibrated)'),
+              ('img_size', isinstance(cfg['img_size'], (list, tuple)) and len(cfg['img_size']) == 2 and all(isinstance(x, int) and x > 0 for x in cfg['img_size']), '2 positive whole numbers'),
+              ('cut', cfg.get('cut') is None or (isinstance(cfg['cut'], int) and not isinstance(cfg['cut'], bool)), 'a whole number (or null)')]
     for k, ok, want in checks:
         if not ok: raise FloodsegInputError(f"{cf}: {k} is {cfg[k]!r}; a floodseg model needs {want}")
     st = cfg['stats']
-    ok = lambda s: isinstance(s, dict) and all(len(s.get(k) or []) == 2 for k in ('mean', 'std')) and all(x > 0 for x in s['std'])
     if not isinstance(st, dict) or not st: raise FloodsegInputError(f"{cf}: no normalisation statistics ('stats' is {st!r}); the model cannot standardise any layout")
-    broken = [k for k, s in st.items() if not ok(s)]
-    if broken: raise FloodsegInputError(f"{cf}: the statistics of layout {broken[0]!r} need 'mean' and 'std' of 2 bands (VV, VH), std > 0; found {st[broken[0]]!r}")
-    wet = [k for k, s in st.items() if 'water' in s and not (isinstance(s['water'], (int, float)) and 0 <= s['water'] < 1)]
+    for lay, s in st.items():
+        if not isinstance(s, dict) or not {'mean', 'std'} <= set(s):
+            raise FloodsegInputError(f"{cf}: the statistics of layout {lay!r} need 'mean' and 'std' of 2 bands (VV, VH); found {s!r}")
+        for key, pos in (('mean', False), ('std', True)):   # a NaN mean or an infinite std would standardise every pixel to nonsense
+            v = s[key]
+            if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_finite(x, pos) for x in v)):
+                raise FloodsegInputError(f"{cf}: stats[{lay!r}][{key!r}] is {v!r}; a floodseg model needs 2 finite numbers{' > 0' if pos else ''} (VV, VH)")
+    wet = [k for k, s in st.items() if 'water' in s and not (_finite(s['water']) and 0 <= s['water'] < 1)]
     if wet: raise FloodsegInputError(f"{cf}: the water share of layout {wet[0]!r} is {st[wet[0]]['water']!r}; it must be a number in [0, 1)")
 
 def _loads(cfg, sd) -> bool:

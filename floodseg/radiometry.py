@@ -13,10 +13,10 @@ from .io import *
 
 # %% auto #0
 __all__ = ['STAT_BANDS', 'WATER_Z', 'MIN_SCENE_PIXELS', 'MAX_WATER', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN', 'DB_RANGE',
-           'AMPLITUDE_VH', 'UNITS', 'SARStats', 'standardise', 'pool_stats', 'sar_stats', 'land_stats', 'image_stats',
-           'dark_share', 'at_water_share', 'norm_source', 'norm_stats', 'event_land_stats', 'chip_norms', 'row_norm',
-           'with_norms', 'with_training_water', 'units_converter', 'units_ok', 'value_summary', 'detect_units',
-           'resolve_units', 'as_db', 'chip_units']
+           'AMPLITUDE_VH', 'UNITS', 'VH_BRIGHTER_MAX', 'BAND_ORDERS', 'SARStats', 'standardise', 'pool_stats',
+           'sar_stats', 'land_stats', 'image_stats', 'dark_share', 'at_water_share', 'norm_source', 'norm_stats',
+           'event_land_stats', 'chip_norms', 'row_norm', 'with_norms', 'with_training_water', 'units_converter',
+           'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db', 'plausible_scene', 'chip_units']
 
 # %% ../nbs/01_radiometry.ipynb #94210e27
 STAT_BANDS = ('vv', 'vh')
@@ -345,6 +345,30 @@ def as_db(img:np.ndarray, # (2, H, W) VV, VH as read
     "`img` in dB (float32, NaN at nodata and at values with no dB), or as it is for layouts not in dB."
     u = resolve_units(img, units, layout, name, note)
     return img if u in (None, 'db') else units_converter(u)(img)
+
+# %% ../nbs/01_radiometry.ipynb #plausible-01
+VH_BRIGHTER_MAX = 0.5   # VH above VV on more than this share of a scene's valid pixels: its bands are swapped (real scenes: at most 0.08)
+BAND_ORDERS = {'auto': (0, 1), 'vv,vh': (0, 1), 'vh,vv': (1, 0)}   # what a scene's bands hold: 'auto' is VV, VH, checked by `plausible_scene`
+
+def plausible_scene(img:np.ndarray,   # (2, H, W) VV, VH in any of the `UNITS` (a reduced read of the scene is enough), NaN = no data
+                    name:str='',      # the file, for messages
+                    check_order:bool=True, # also refuse VH brighter than VV (False when the user said what the bands hold)
+                    min_pixels:int=16, # fewer valid pixels than this: nothing to judge
+                   ):
+    "`FloodsegInputError` naming `name` when `img` cannot be a Sentinel-1 VV/VH scene: a band with one value wherever it has data, or VH brighter than VV over most valid pixels."
+    img = np.asarray(img, np.float32)
+    where = f"{name}: " if name else ''
+    for b, band in enumerate(BANDS):
+        v = img[b][np.isfinite(img[b])]
+        if len(v) >= min_pixels and v.min() == v.max():
+            raise FloodsegInputError(f"{where}band {b + 1} ({band}) holds one value ({v[0]:g}) wherever it has data; a constant band is not backscatter "
+                                     "(a missing band filled in?): give a scene with both VV and VH")
+    ok = np.isfinite(img).all(0)
+    if check_order and ok.sum() >= min_pixels:
+        share = float((img[1][ok] > img[0][ok]).mean())
+        if share > VH_BRIGHTER_MAX:
+            raise FloodsegInputError(f"{where}VH is brighter than VV on {share:.0%} of the valid pixels (real scenes: under 10 %): the bands look swapped; "
+                                     "band 1 must be VV and band 2 VH. Say bands='vh,vv' (--bands vh,vv) to read them swapped, or bands='vv,vh' to map them as they are")
 
 # %% ../nbs/01_radiometry.ipynb #units-09
 _JUDGED = {}   # (file, its mtime, units asked) -> units found: a chip is judged once, not at every read (training reads each chip every epoch)

@@ -159,6 +159,7 @@ def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, 
               progress:bool=True, # progress bar over tiles
               timings:dict|None=None, # accumulates seconds spent in 'read', 'prepare', 'forward' and 'blend'
               executor=None,      # yields each tile row's `tile_row` result, in order, from the same arguments (default `sequential_rows`; `floodseg.distributed.DaskRows` on a cluster)
+              on_step=None,       # called with (tiles done, tiles in all) after every batch of tiles, nodata or not: progress, and a place to stop (raise)
              ):
     "Yield `(row0, prob)` for finished rows, top to bottom: blended water probability, float32 (rows, width), NaN at nodata."
     plan = TilePlan(shape, tile, overlap)
@@ -168,6 +169,7 @@ def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, 
         nonlocal done
         done += n
         if pb is not None: pb.update(done)
+        if on_step is not None: on_step(done, plan.n_tiles)
     if pb is not None: pb.update(0)
     for k, (s, v) in enumerate((executor or sequential_rows)(read, plan, predictor, norm, timings, step)):
         r, _, n = plan.span(k)
@@ -218,6 +220,7 @@ class SARScene:
                  vh:str|Path|None=None,      # the VH file of a pair
                  name:str|None=None,    # name for the outputs (default: the file name, without `_vv` for a pair)
                  units:str='auto',      # scale of the values: 'auto' (judged from a reduced read), 'db', 'linear', 'amplitude' or 'db*N' (`floodseg.radiometry`)
+                bands:str='auto',      # what the bands hold (`BAND_ORDERS`): 'auto' (VV then VH, checked by `plausible_scene`), 'vv,vh' (not checked) or 'vh,vv'
                 ):
         self.paths = [Path(path)] + ([Path(vh)] if vh is not None else [])
         self.kind = 'sen1floods11' if vh is None else 'stac_overflow'
@@ -231,10 +234,18 @@ class SARScene:
                     raise FloodsegInputError(f"{p}: has {d.count} band(s); " + ('a scene file needs 2 bands (1 = VV, 2 = VH), or give a VV and a VH file'
                                                                                if vh is None else 'each file of a VV/VH pair needs 1 band'))
             if vh is not None: self._same_grid(*self.ds)
+            if bands not in BAND_ORDERS: raise FloodsegInputError(f"bands must be one of {', '.join(BAND_ORDERS)}, not {bands!r}")
             self.bands = [(self.ds[0], 1), (self.ds[0], 2)] if vh is None else [(self.ds[0], 1), (self.ds[1], 1)]
+            self.bands = [self.bands[i] for i in BAND_ORDERS[bands]]
+            for d, b in self.bands:
+                if 'complex' in d.dtypes[b - 1]:
+                    raise FloodsegInputError(f"{d.name}: complex values ({d.dtypes[b - 1]}): a single-look complex (SLC) product, not backscatter intensity; "
+                                             "floodseg needs calibrated, detected σ⁰ (a GRD product, or an SLC's |z|² calibrated and multilooked) in dB or linear power")
             h, w, self.units = *self.shape, 'db'   # raw values while the scale is judged
             f = max(1., max(h, w) / 1024)
-            self.units = resolve_units(self.read(0, h, 0, w, out_shape=(max(1, round(h / f)), max(1, round(w / f)))), units, self.kind, str(self.paths[0]))
+            sample = self.read(0, h, 0, w, out_shape=(max(1, round(h / f)), max(1, round(w / f))))
+            plausible_scene(sample, str(self.paths[0]), check_order=bands == 'auto')
+            self.units = resolve_units(sample, units, self.kind, str(self.paths[0]))
         except Exception:
             self.close(); raise
 
@@ -315,7 +326,7 @@ def _quicklook(scene, mask_path, path, max_size=1024):
     return save_quicklook(overlay(false_colour(*img), mask), title, path)
 
 # %% ../nbs/11_scene.ipynb #8c3d5743-3
-def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor=None):
+def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor=None, on_step=None):
     "Write the blended probability and its mask row by row into plain GeoTIFFs in `tmp`: the raw maps every writer starts from."
     h, w = scene.shape
     prof = dict(driver='GTiff', width=w, height=h, count=1, crs=scene.crs, transform=scene.transform, bigtiff='IF_SAFER')
@@ -324,7 +335,7 @@ def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, e
             rasterio.open(raw['mask'], 'w', dtype='uint8', nodata=MASK_NODATA, **prof)]
     n_valid = n_water = 0
     try:
-        for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings, executor):
+        for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings, executor, on_step):
             with _timer(timings, 'write'):
                 win, m = Window(0, r, w, len(p)), (p > predictor.threshold).astype(np.uint8)
                 n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum())
@@ -349,11 +360,13 @@ def map_scene(predictor:Predictor, # the model
               timings:dict|None=None,  # accumulates seconds per step ('read', 'prepare', 'forward', 'blend', 'write', then one per format)
               options:dict|None=None,  # options of each format's writer, e.g. {'geojson': {'min_area': 500}}
               units:str='auto',        # scale of a scene given by path ('auto', 'db', 'linear', 'amplitude', 'db*N'); a `SARScene` has its own
+              bands:str='auto',        # what the bands of a scene given by path hold (`BAND_ORDERS`); a `SARScene` has its own
               executor=None,           # where the tile rows are predicted (`prob_rows`; default: here, one after the other)
+              on_step=None,            # called with (tiles done, tiles in all) after every batch of tiles (`prob_rows`)
              ) -> dict:
     "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths."
     own = not isinstance(scene, SARScene)
-    scene = SARScene(scene, units=units) if own else scene
+    scene = SARScene(scene, units=units, bands=bands) if own else scene
     try:
         name = name or scene.name
         writers, targets = map_writers(fmt, quicklook), scene_outputs(out, name, fmt, quicklook)
@@ -365,7 +378,7 @@ def map_scene(predictor:Predictor, # the model
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):   # in bytes: a small number would be read as bytes too
-                raw, n_valid, n_water = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor)
+                raw, n_valid, n_water = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor, on_step)
                 if not n_valid: warnings.warn(f"{scene.paths[0]}: every input pixel is nodata, so the outputs are all nodata")
                 done = {}
                 for f, wr in writers.items():
@@ -465,6 +478,12 @@ def show_scene(chip:SARChip,     # the scene with its label
 # %% ../nbs/11_scene.ipynb #07ff8e4c
 _BAND_RE = re.compile(r'^(?P<name>.+)_(?P<pol>vv|vh)\.tiff?$', re.I)
 
+def _own_outputs(files:list) -> set:
+    "Those of a folder's `files` that are the COGs `map_scene` wrote for another scene of the folder (a batch mapped into its own folder, then run again)."
+    names = {m['name'] if (m := _BAND_RE.match(f.name)) else f.stem for f in files}
+    outs = {v.format(name=n) for n in names for v in WRITERS['cog'].files.values()}
+    return {f for f in files if f.name in outs}
+
 def _sibling(f, pol):
     want = (_BAND_RE.match(f.name)['name'] + '_' + pol).lower()
     return next((g for g in sorted(f.parent.iterdir()) if g.stem.lower() == want and g.suffix.lower() in ('.tif', '.tiff')), None)
@@ -474,7 +493,9 @@ def find_scenes(*paths) -> pd.DataFrame:
     "Scenes in files and folders of GeoTIFFs: `name`, `path`, `vh` (pairs `<name>_vv.tif` + `<name>_vh.tif`), `kind`, `problem`."
     files = []
     for p in map(Path, paths):
-        if p.is_dir(): files += sorted(f for f in p.iterdir() if f.suffix.lower() in ('.tif', '.tiff') and not f.name.startswith('.'))
+        if p.is_dir():
+            tifs = [f for f in p.iterdir() if f.suffix.lower() in ('.tif', '.tiff') and not f.name.startswith('.')]
+            files += sorted(set(tifs) - _own_outputs(tifs))   # floodseg's maps of the folder's scenes are not scenes
         else: files.append(p)
     rows, seen = [], set()
     for f in files:
@@ -521,6 +542,7 @@ def map_chip(predictor:Predictor, # the model
              out,                     # output folder
              keys:dict,               # the scene's output files (`plan_chips`' targets)
              units:str='auto',        # scale of the scene's values (`SARScene`)
+             bands:str='auto',        # what its bands hold (`SARScene`, `BAND_ORDERS`)
              **kwargs,                # `map_scene` options (`fmt`, `tile`, `overlap`, `layout`, ...)
             ) -> dict:
     "Map one scene of a batch: its result row, with the message of a `FloodsegInputError` in `error` instead of raising it; a scene marked `skip` is not mapped."
@@ -528,7 +550,7 @@ def map_chip(predictor:Predictor, # the model
     t0, err, done = time.time(), r['problem'] if isinstance(r['problem'], str) else None, {}
     if err is None:
         try:
-            with SARScene(r['path'], r['vh'] if isinstance(r['vh'], (str, Path)) else None, name=r['name'], units=units) as sc: done = map_scene(predictor, sc, out, **kwargs)
+            with SARScene(r['path'], r['vh'] if isinstance(r['vh'], (str, Path)) else None, name=r['name'], units=units, bands=bands) as sc: done = map_scene(predictor, sc, out, **kwargs)
         except FloodsegInputError as e: err = str(e)
     share = done.get('water_pixels', 0) / max(done.get('valid_pixels', 0), 1)
     return dict(name=r['name'], path=r['path'], vh=r['vh'], error=err, skipped=False, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
@@ -558,13 +580,16 @@ def map_chips(predictor:Predictor, # the model
               log=print,               # called with one line per scene (None: quiet)
               units:str='auto',        # scale of the scenes' values ('auto', 'db', 'linear', 'amplitude', 'db*N'; `SARScene`)
               skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch); scenes with only some are mapped again
+              bands:str='auto',        # what the scenes' bands hold (`SARScene`, `BAND_ORDERS`)
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
     scenes, targets = plan_chips(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
-    made, res = not Path(out).exists(), []   # `out` is created by the first scene mapped (`map_scene`); removed again if every scene failed
-    for r in scenes.to_dict('records'):
-        res.append(map_chip(predictor, r, out, targets[r['name']], units=units, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
-                            quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options))
-        if log: log(chip_line(res[-1]))
-    if made and Path(out).is_dir() and not any(Path(out).iterdir()): Path(out).rmdir()
+    made, res = not Path(out).exists(), []   # `out` is created by the first scene mapped (`map_scene`); removed again if no scene was written
+    try:
+        for r in scenes.to_dict('records'):
+            res.append(map_chip(predictor, r, out, targets[r['name']], units=units, bands=bands, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
+                                quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options))
+            if log: log(chip_line(res[-1]))
+    finally:   # also when a write fails or the run is interrupted: no empty folder left behind
+        if made and Path(out).is_dir() and not any(Path(out).iterdir()): Path(out).rmdir()
     return pd.DataFrame(res)

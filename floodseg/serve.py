@@ -6,10 +6,11 @@ Docs: https://floodseg.github.io/floodseg/serve.html.md"""
 
 # %% ../nbs/14_serve.ipynb #serve-02
 from __future__ import annotations
-import contextlib, hashlib, hmac, json, logging, os, queue, re, shutil, socket, threading, time, uuid
+import asyncio, contextlib, hashlib, hmac, json, logging, math, os, queue, re, shutil, socket, threading, time, uuid
 from datetime import datetime, timezone
 from pathlib import Path
 import matplotlib
+import rasterio
 try:
     import uvicorn
     from fastapi import FastAPI, HTTPException, Request
@@ -24,12 +25,14 @@ from .learner import *
 from .scene import *
 from .predict import *
 from .vector import MIN_AREA
+from .radiometry import BAND_ORDERS
+from .cli import check_args
 
 # %% auto #0
-__all__ = ['INTERRUPTED', 'log', 'JOB_FILES', 'UPLOAD_FIELDS', 'OPTION_FIELDS', 'SERVE_FORMATS', 'PAGE', 'write_json_atomic',
-           'JobStore', 'JobInterrupted', 'JobPredictor', 'MapService', 'UploadTooLarge', 'client_name',
-           'receive_upload', 'job_options', 'public_message', 'check_upload', 'BearerToken', 'model_card', 'create_app',
-           'free_port', 'serving', 'floodseg_serve']
+__all__ = ['log', 'INTERRUPTED', 'UNREADABLE', 'STATES', 'JOB_FILES', 'UPLOAD_FIELDS', 'OPTION_FIELDS', 'SERVE_FORMATS', 'PAGE',
+           'write_json_atomic', 'JobStore', 'JobInterrupted', 'JobPredictor', 'MapService', 'UploadTooLarge',
+           'UploadTimeout', 'TooManyPixels', 'client_name', 'receive_upload', 'job_options', 'public_message',
+           'check_upload', 'BearerToken', 'model_card', 'create_app', 'free_port', 'serving', 'floodseg_serve']
 
 # %% ../nbs/14_serve.ipynb #serve-07
 def write_json_atomic(path, # the JSON file to (re)write
@@ -45,7 +48,10 @@ def _now(): return datetime.now(timezone.utc).isoformat(timespec='milliseconds')
 def _seconds(a, b): return round((datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds(), 3)
 
 # %% ../nbs/14_serve.ipynb #serve-07-3
+log = logging.getLogger('floodseg.serve')
 INTERRUPTED = 'interrupted: the server stopped while this job was running; submit the scene again'
+UNREADABLE = "status unreadable: this job's status.json was damaged; submit the scene again"
+STATES = ('queued', 'running', 'done', 'failed')
 
 class JobStore:
     "Map jobs on disk: one folder per job id (uuid4) under `root/jobs`, holding its upload, its outputs and its `status.json`."
@@ -82,17 +88,23 @@ class JobStore:
         with self.lock: return dict(self.jobs[jid]) if jid in self.jobs else None
 
     def recover(self) -> list:
-        "Load the jobs a previous server left: remove unfinished uploads, mark jobs that were running as failed (interrupted); the queued ones, oldest first."
+        "Load the jobs a previous server left: remove unfinished uploads, mark jobs that were running (interrupted) or whose status is unreadable as failed; the queued ones, oldest first."
         for d in sorted(self.root.iterdir()):
             if self.folder(d.name) is None: continue
             f = d/'status.json'
             if not f.exists(): shutil.rmtree(d, ignore_errors=True); continue
-            st = json.loads(f.read_text())
-            died = st['state'] == 'running'
-            if died:
-                shutil.rmtree(d/'out', ignore_errors=True)
-                st.update(state='failed', stage='interrupted', error=INTERRUPTED, finished=_now())
-            self.save(st, persist=died)
+            try:
+                st = json.loads(f.read_text())
+                if not (isinstance(st, dict) and st.get('id') == d.name and st.get('state') in STATES and isinstance(st.get('created'), str)): raise ValueError('not a job status')
+                died = st['state'] == 'running'
+                if died: st.update(state='failed', stage='interrupted', error=INTERRUPTED, finished=_now())
+            except (OSError, ValueError) as e:   # truncated, not UTF-8, not JSON (ValueErrors all), unreadable, or not a status: that job fails, the server starts
+                log.warning(f'job {d.name}: {f.name} unreadable ({type(e).__name__}: {e}); marked failed')
+                made = datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat(timespec='milliseconds')
+                st, died = dict(id=d.name, state='failed', stage='failed', progress=0., created=made, finished=_now(), error=UNREADABLE), True
+            if died: shutil.rmtree(d/'out', ignore_errors=True)
+            try: self.save(st, persist=died)
+            except OSError as e: log.warning(f'job {d.name}: could not write its status ({e}); failed in memory only'); self.save(st, persist=False)
         with self.lock: return [s['id'] for s in sorted(self.jobs.values(), key=lambda s: s['created']) if s['state'] == 'queued']
 
 # %% ../nbs/14_serve.ipynb #serve-13
@@ -100,46 +112,50 @@ class JobInterrupted(Exception):
     "The server stopped while the job was running."
 
 class JobPredictor:
-    "A `Predictor` as one job sees it: the job's threshold, a callback after every batch of tiles, a stop flag checked before each."
+    "A `Predictor` as one job sees it: the job's threshold, and a stop flag checked before every batch of tiles."
     def __init__(self, predictor,                # the server's `Predictor`
                  threshold:float|None=None,      # water where the probability exceeds this (default: the model's)
-                 on_batch=None,                  # called with the number of tiles predicted so far
                  stop:threading.Event|None=None, # when set, the next batch raises `JobInterrupted`
                 ):
-        self.predictor, self.on_batch, self.stop, self.done = predictor, on_batch, stop, 0
+        self.predictor, self.stop = predictor, stop
         self.threshold = predictor.threshold if threshold is None else float(threshold)
     def __getattr__(self, k): return getattr(self.__dict__['predictor'], k)
     def __call__(self, tiles):
         if self.stop is not None and self.stop.is_set(): raise JobInterrupted(INTERRUPTED)
-        p = self.predictor(tiles)
-        self.done += len(tiles)
-        if self.on_batch is not None: self.on_batch(self.done)
-        return p
+        return self.predictor(tiles)
 
 # %% ../nbs/14_serve.ipynb #serve-14
-log = logging.getLogger('floodseg.serve')
 JOB_FILES = {'water_prob.tif': 'prob', 'water_mask.tif': 'mask', 'quicklook.png': 'quicklook', 'outline.geojson': 'outline'}   # name in the API -> `map_scene` output
 
 class MapService:
     "A bounded queue of map jobs and one worker thread that maps them one at a time with one model."
     def __init__(self, predictor,        # the `Predictor` every job uses
                  store:JobStore,         # where the jobs live
-                 max_waiting:int=16,     # jobs that may wait (queued, or being uploaded); more are refused
+                 max_waiting:int=16,     # jobs that may wait (queued); more are refused
                  model:dict|None=None,   # the model's provenance, copied into every job's status
                 ):
         self.predictor, self.store, self.max_waiting, self.model = predictor, store, max_waiting, model or {}
         self.q, self.lock, self.waiting, self.running = queue.Queue(), threading.Lock(), 0, None
         self.stopping, self.thread = threading.Event(), None
 
+    def full(self) -> bool:
+        "Are all `max_waiting` slots taken? (Asked before an upload is read, so that a full queue refuses it at once.)"
+        with self.lock: return self.waiting >= self.max_waiting
+
+    def full_message(self) -> str:
+        "The 429's message: how many jobs wait, which is the most this server keeps."
+        n = self.counts()['waiting']
+        return f"the queue is full ({n} job{'s' if n != 1 else ''} waiting, the most this server keeps); try again later"
+
     def reserve(self) -> bool:
-        "Take a waiting slot for a new job; False when all `max_waiting` are taken."
+        "Take a waiting slot for a job whose upload is complete and checked; False when all `max_waiting` are taken."
         with self.lock:
             if self.waiting >= self.max_waiting: return False
             self.waiting += 1
             return True
 
     def release(self):
-        "Give back a slot whose upload failed."
+        "Give back a slot whose job could not be recorded."
         with self.lock: self.waiting -= 1
 
     def submit(self, jid):
@@ -177,21 +193,20 @@ class MapService:
                 with self.lock: self.running = None
 
     def _run(self, jid):
-        d, st = self.store.folder(jid), self.store.get(jid)
-        o, inp = st['options'], st['input']
-        st = self.store.update(jid, state='running', stage='mapping', progress=0., started=_now())
-        last, tm = [0.], {}
-        def on_batch(done):
+        d, st, tm, started, last = self.store.folder(jid), self.store.get(jid), {}, _now(), [0.]
+        def on_step(done, total):   # after every batch of tiles, nodata or not: the stop flag, and the progress (on disk at most twice a second)
+            if self.stopping.is_set(): raise JobInterrupted(INTERRUPTED)
             now = time.monotonic()
             self.store.update(jid, persist=now - last[0] > 0.5, progress=round(min(done / total, 1.) * 0.95, 3))
             if now - last[0] > 0.5: last[0] = now
-        try:
+        try:   # every state change in here: an exception of any kind ends the job failed, never running
+            o, inp = st['options'], st['input']
+            self.store.update(jid, state='running', stage='mapping', progress=0., started=started)
             paths = [d/'input'/f['stored'] for f in inp['files']]
-            with SARScene(*paths, name=inp['name']) as sc:
-                total = len(tile_offsets(sc.shape[0], o['tile'], o['overlap'])) * len(tile_offsets(sc.shape[1], o['tile'], o['overlap']))
-                res = map_scene(JobPredictor(self.predictor, o['threshold'], on_batch, self.stopping), sc, d/'out', name='map',
+            with SARScene(*paths, name=inp['name'], bands=o.get('bands', 'auto')) as sc:
+                res = map_scene(JobPredictor(self.predictor, o['threshold'], self.stopping), sc, d/'out', name='map',
                                 tile=o['tile'], overlap=o['overlap'], fmt=o['formats'], progress=False, timings=tm,
-                                options=dict(geojson=dict(min_area=o['min_area'])))
+                                options=dict(geojson=dict(min_area=o['min_area'])), on_step=on_step)
             result = dict(water_share=res['water_pixels'] / max(res['valid_pixels'], 1), valid_pixels=res['valid_pixels'],
                           water_pixels=res['water_pixels'], layout=res['layout'], norm=res['norm']['source'],
                           files=[n for n, k in JOB_FILES.items() if k in res])
@@ -201,20 +216,29 @@ class MapService:
                 result.update(n_polygons=meta['n_polygons'], water_area_m2=meta['water_area_m2'])
             end = dict(state='done', stage='done', progress=1., result=result)
         except JobInterrupted: end = dict(state='failed', stage='interrupted', error=INTERRUPTED)
-        except FloodsegInputError as e: end = dict(state='failed', stage='failed', error=public_message(str(e), inp['files'], d))
+        except FloodsegInputError as e: end = dict(state='failed', stage='failed', error=public_message(str(e), st['input']['files'], d))
+        except OSError as e:
+            log.exception(f'job {jid}: could not write')
+            end = dict(state='failed', stage='failed', error=f"the server could not write this job's files ({e.strerror or type(e).__name__}); the server log has the details")
         except Exception as e:
             log.exception(f'job {jid} failed')
             end = dict(state='failed', stage='failed', error=f'internal error ({type(e).__name__}); the server log has the details')
         fin = _now()
-        self.store.update(jid, **end, finished=fin, timings=dict(queued_s=_seconds(st['created'], st['started']), run_s=_seconds(st['started'], fin),
-                                                                  total_s=_seconds(st['created'], fin), steps={k: round(v, 3) for k, v in tm.items()}))
+        end.update(finished=fin, timings=dict(queued_s=_seconds(st['created'], started), run_s=_seconds(started, fin),
+                                              total_s=_seconds(st['created'], fin), steps={k: round(v, 3) for k, v in tm.items()}))
+        try: self.store.update(jid, **end)
+        except OSError:   # the end cannot be written (a full disk): it holds in memory, and a restart fails the job (still `running` on disk)
+            log.exception(f'job {jid}: could not write its status')
+            self.store.update(jid, persist=False, **end)
 
 # %% ../nbs/14_serve.ipynb #serve-17
 UPLOAD_FIELDS = ('scene', 'vv', 'vh')   # the file fields: one 2-band scene, or a VV and a VH file
-OPTION_FIELDS = ('tile', 'overlap', 'threshold', 'formats', 'min_area')
+OPTION_FIELDS = ('tile', 'overlap', 'threshold', 'formats', 'min_area', 'bands')
 SERVE_FORMATS = ('cog', 'geojson')
 
 class UploadTooLarge(Exception): "The request body is larger than the server accepts."
+class UploadTimeout(Exception): "The request body did not arrive within the server's time limit."
+class TooManyPixels(Exception): "The scene has more pixels than the server maps."
 
 # %% ../nbs/14_serve.ipynb #serve-17-1
 def client_name(raw:bytes|str, # the file name the client sent
@@ -231,8 +255,9 @@ async def receive_upload(request:Request, # the upload request
                          limit:int,       # bytes of request body accepted in all
                          max_parts:int=8, # parts accepted
                          max_text:int=1000, # bytes per text field
+                         timeout:float|None=None, # seconds for the whole body to arrive (None: no limit)
                         ) -> tuple:
-    "Stream a multipart/form-data body to disk: ({field: {name, stored, bytes}} of the files, {field: text} of the text fields); `UploadTooLarge` past `limit`."
+    "Stream a multipart/form-data body to disk: ({field: {name, stored, bytes}} of the files, {field: text} of the text fields); `UploadTooLarge` past `limit`, `UploadTimeout` past `timeout`."
     ctype, params = parse_options_header(request.headers.get('content-type', ''))
     if ctype != b'multipart/form-data' or b'boundary' not in params:
         raise HTTPException(400, "send the scene as multipart/form-data: a file field 'scene' (2-band GeoTIFF), or 'vv' and 'vh'")
@@ -268,9 +293,13 @@ async def receive_upload(request:Request, # the upload request
                                                        on_header_end=on_header_end, on_headers_finished=on_headers_finished, on_part_data=on_part_data,
                                                        on_part_end=on_part_end, on_end=lambda: ended.append(True)))
     folder.mkdir(parents=True, exist_ok=True)
-    n = 0
+    n, chunks = 0, request.stream().__aiter__()
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        async for chunk in request.stream():
+        while True:   # each chunk awaited no longer than the time left: a client that stalls, or sends a byte a second, is cut off at the deadline
+            try: chunk = await asyncio.wait_for(chunks.__anext__(), None if deadline is None else max(deadline - time.monotonic(), 0))
+            except StopAsyncIteration: break
+            except asyncio.TimeoutError: raise UploadTimeout(f'the upload did not arrive within the {timeout:g} s this server allows ({n:,} bytes came)') from None
             n += len(chunk)
             if n > limit: raise UploadTooLarge(f'the upload is larger than the {limit / 2**20:g} MB ({limit:,} bytes) this server accepts')
             parser.write(chunk)
@@ -286,12 +315,14 @@ async def receive_upload(request:Request, # the upload request
 def job_options(texts:dict, # text fields of the upload
                 cfg:dict,   # the model's config (its threshold is the default)
                ) -> dict:
-    "A job's `tile`, `overlap`, `threshold`, `formats` and `min_area` from the upload's text fields, checked; `ValueError` naming the field otherwise."
+    "A job's `tile`, `overlap`, `threshold`, `formats`, `min_area` and `bands` from the upload's text fields, checked (numbers finite); `ValueError` naming the field otherwise."
     def num(k, typ, default):
         v = texts.get(k, '').strip()
         if not v: return default
-        try: return typ(v)
+        try: x = typ(v)
         except ValueError: raise ValueError(f"{k} must be {'an integer' if typ is int else 'a number'}, not {v!r}") from None
+        if not math.isfinite(x): raise ValueError(f"{k} must be a finite number, not {v!r}")   # nan, inf, and 1e400 (inf once read)
+        return x
     tile, overlap = num('tile', int, 512), num('overlap', int, 128)
     check_tiling(tile, overlap)
     if tile > 2048: raise ValueError(f'tile must be at most 2048, not {tile}')
@@ -302,7 +333,9 @@ def job_options(texts:dict, # text fields of the upload
     if bad or not formats: raise ValueError(f"formats must be {' and/or '.join(SERVE_FORMATS)}, not {','.join(bad) or 'nothing'!r}")
     min_area = num('min_area', float, MIN_AREA)
     if min_area < 0: raise ValueError(f'min_area must be at least 0 m², not {min_area}')
-    return dict(tile=tile, overlap=overlap, threshold=threshold, formats=formats, min_area=min_area)
+    bands = texts.get('bands', 'auto').strip().lower().replace(' ', '') or 'auto'
+    if bands not in BAND_ORDERS: raise ValueError(f"bands must be one of {', '.join(BAND_ORDERS)}, not {bands!r}")
+    return dict(tile=tile, overlap=overlap, threshold=threshold, formats=formats, min_area=min_area, bands=bands)
 
 # %% ../nbs/14_serve.ipynb #serve-18-1
 def public_message(msg:str,   # an error message that may name files on the server
@@ -317,6 +350,8 @@ def public_message(msg:str,   # an error message that may name files on the serv
 def check_upload(files:dict, # the upload's files, by field (`receive_upload`)
                  folder:Path, # the job's folder (files in `input/`)
                  formats:list, # the formats asked for
+                 max_pixels:int|None=None, # the most pixels (height x width) this server maps; `TooManyPixels` above (None: no limit)
+                 bands:str='auto', # what the bands hold (`SARScene`, `BAND_ORDERS`)
                 ) -> dict:
     "Open the upload as `SARScene` does; its `name`, `kind`, `units`, `shape`, `crs` and `files`, or `FloodsegInputError` naming the client's files."
     fields = ['scene'] if 'scene' in files else ['vv', 'vh']
@@ -324,8 +359,13 @@ def check_upload(files:dict, # the upload's files, by field (`receive_upload`)
         raise FloodsegInputError("send one file field 'scene' (a 2-band GeoTIFF: band 1 VV, band 2 VH, in dB) or two, 'vv' and 'vh' (1-band GeoTIFFs on one grid); "
                                  f"got {', '.join(sorted(files)) or 'no file'}")
     fs = [files[k] for k in fields]
+    if max_pixels:   # from the header alone, before SARScene reads a pixel: a small sparse file may declare 10^10 of them
+        try:
+            with rasterio.open(folder/'input'/fs[0]['stored']) as r: (h, w) = r.shape
+        except rasterio.errors.RasterioError: h = w = 0   # not a raster: SARScene names the problem
+        if h * w > max_pixels: raise TooManyPixels(f"{fs[0]['name']}: {h:,} x {w:,} = {h * w:,} pixels, more than the {max_pixels:,} this server maps (--max-pixels)")
     try:
-        with SARScene(*[folder/'input'/f['stored'] for f in fs]) as sc:
+        with SARScene(*[folder/'input'/f['stored'] for f in fs], bands=bands) as sc:
             if 'geojson' in formats and sc.crs is None:
                 raise FloodsegInputError(f"{sc.paths[0]}: has no CRS; GeoJSON outlines need a georeferenced scene (or ask for formats=cog)")
             info = dict(kind=sc.kind, units=LAYOUTS[sc.kind].units, shape=list(sc.shape), crs=sc.crs.to_string() if sc.crs else None)
@@ -335,13 +375,14 @@ def check_upload(files:dict, # the upload's files, by field (`receive_upload`)
 
 # %% ../nbs/14_serve.ipynb #serve-25
 class BearerToken:
-    "ASGI middleware: every HTTP path but `open_paths` needs `Authorization: Bearer <token>`, else 401."
+    "ASGI middleware: every HTTP path but `open_paths` needs `Authorization: Bearer <token>` (the scheme in any case, the token without surrounding whitespace), else 401."
     def __init__(self, app, token:str, open_paths=('/', '/v1/health')):
-        self.app, self.expected, self.open_paths = app, f'Bearer {token}'.encode(), set(open_paths)
+        self.app, self.token, self.open_paths = app, token.strip().encode(), set(open_paths)
+        if not self.token: raise ValueError('the token is empty: it would let anyone in')
     async def __call__(self, scope, receive, send):
         if scope['type'] == 'http' and scope['path'] not in self.open_paths:
-            got = dict(scope['headers']).get(b'authorization', b'')
-            if not hmac.compare_digest(got, self.expected):
+            scheme, _, got = dict(scope['headers']).get(b'authorization', b'').strip().partition(b' ')
+            if not (scheme.lower() == b'bearer' and hmac.compare_digest(got.strip(), self.token)):
                 res = JSONResponse({'detail': 'missing or wrong token: send the header Authorization: Bearer <token> (the server reads it from $FLOODSEG_TOKEN)'},
                                    401, headers={'WWW-Authenticate': 'Bearer'})
                 return await res(scope, receive, send)
@@ -373,8 +414,11 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
                queue:int=16,             # jobs that may wait; more get 429
                token:str|None=None,      # bearer token required by every path but /v1/health and / (None: no token)
                device:str|None=None,     # torch device (default: the GPU when there is one)
+               max_pixels:int|None=2_000_000_000, # the most pixels (height x width) a scene may have; 413 above (None: no limit)
+               upload_timeout:float|None=600., # seconds an upload's body may take to arrive; 408 after (None: no limit)
               ) -> FastAPI:
     "The floodseg HTTP app: the model loaded, the jobs of `data_dir` recovered when it starts, one worker mapping the queue."
+    if token is not None and not token.strip(): raise FloodsegInputError('the token is empty, which would let anyone in: give a token, or None to serve without one')
     predictor = Predictor.from_folder(model, device=device)
     store = JobStore(data_dir)
     svc = MapService(predictor, store, queue, model_card(model, predictor))
@@ -391,7 +435,7 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
     if token: app.add_middleware(BearerToken, token=token, open_paths=('/', '/v1/health', '/docs'))   # /docs: a static page, like /
     def owner(request):   # who submitted a job: a short hash of its bearer token (None without one)
         a = request.headers.get('authorization')
-        return hashlib.sha256(a.encode()).hexdigest()[:16] if a else None
+        return hashlib.sha256(a.split(None, 1)[-1].strip().encode()).hexdigest()[:16] if a else None
 
     @app.get('/', response_class=HTMLResponse, include_in_schema=False)
     def page(): return PAGE
@@ -407,21 +451,26 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
         n = request.headers.get('content-length')
         if n is not None and n.isdigit() and int(n) > limit:
             raise HTTPException(413, f'the upload ({int(n):,} bytes) is larger than the {max_upload_mb:g} MB ({limit:,} bytes) this server accepts')
-        if not svc.reserve():
-            raise HTTPException(429, f'the queue is full ({svc.max_waiting} jobs waiting); try again later', headers={'Retry-After': '30'})
+        full = lambda: HTTPException(429, svc.full_message(), headers={'Retry-After': '30'})
+        if svc.full(): raise full()   # before a byte of the body is read; no slot is taken while the body arrives
         jid, folder = store.new()
         try:
-            files, texts = await receive_upload(request, folder/'input', limit)
+            try: files, texts = await receive_upload(request, folder/'input', limit, timeout=upload_timeout)
+            except UploadTooLarge as e: raise HTTPException(413, str(e)) from None
+            except UploadTimeout as e: raise HTTPException(408, str(e), headers={'Connection': 'close'}) from None
+            except OSError as e:
+                log.exception(f'job {jid}: could not store the upload')
+                raise HTTPException(507, f'the server could not store the upload ({e.strerror or type(e).__name__}); try again later') from None
             try:
                 opts = job_options(texts, predictor.cfg)
-                info = await run_in_threadpool(check_upload, files, folder, opts['formats'])
+                info = await run_in_threadpool(check_upload, files, folder, opts['formats'], max_pixels, opts['bands'])
+            except TooManyPixels as e: raise HTTPException(413, str(e)) from None
             except ValueError as e: raise HTTPException(422, str(e)) from None    # FloodsegInputError is a ValueError
-            st = store.save(dict(id=jid, state='queued', stage='queued', progress=0., created=_now(), input=info, options=opts, model=svc.model, owner=owner(request)))
-        except UploadTooLarge as e:
-            svc.release(); shutil.rmtree(folder, ignore_errors=True)
-            raise HTTPException(413, str(e)) from None
+            if not svc.reserve(): raise full()   # the slot, now that the job exists
+            try: st = store.save(dict(id=jid, state='queued', stage='queued', progress=0., created=_now(), input=info, options=opts, model=svc.model, owner=owner(request)))
+            except BaseException: svc.release(); raise
         except BaseException:
-            svc.release(); shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
             raise
         svc.submit(jid)
         return JSONResponse(st, 202, headers={'Location': f'/v1/maps/{jid}'})
@@ -674,13 +723,24 @@ def floodseg_serve(
     queue:int=16,                   # jobs that may wait; more get 429
     device:str=None,                # torch device (default: the GPU when there is one)
     log_level:str='info',           # uvicorn's log level
+    max_pixels:float=2e9,           # largest scene mapped, in pixels (height x width; 413 above; 0: no limit)
+    upload_timeout:float=600,       # seconds an upload's body may take to arrive (408 after; 0: no limit)
+    insecure:bool=False,            # serve without a token although FLOODSEG_TOKEN is set but empty
 ):
     "Serve flood maps over HTTP: a web page at / and the API under /v1 (set FLOODSEG_TOKEN to require a bearer token)."
     matplotlib.use('Agg')
-    token = os.environ.get('FLOODSEG_TOKEN') or None
+    raw = os.environ.get('FLOODSEG_TOKEN')
+    token = raw.strip() if raw is not None else None   # a token read with $(cat file) may end in a newline
+    if token == '':
+        if not insecure: raise CliError("floodseg_serve: FLOODSEG_TOKEN is set but empty, so anyone could use the server; set a token, or pass --insecure to serve without one")
+        log.warning('floodseg_serve: FLOODSEG_TOKEN is empty and --insecure is given: serving WITHOUT a token; anyone who can reach the server can use it')
+        token = None
     if host not in ('127.0.0.1', 'localhost', '::1') and not token:
         log.warning(f'floodseg_serve: listening on {host} without a token: anyone who can reach it can use it (set FLOODSEG_TOKEN)')
-    try: app = create_app(model, data_dir, max_upload_mb=max_upload_mb, queue=queue, token=token, device=device)
+    check_args('floodseg_serve', max_pixels=(max_pixels >= 0, f'>= 0 (0: no limit), not {max_pixels:g}'),
+               upload_timeout=(upload_timeout >= 0, f'>= 0 seconds (0: no limit), not {upload_timeout:g}'))
+    try: app = create_app(model, data_dir, max_upload_mb=max_upload_mb, queue=queue, token=token, device=device,
+                          max_pixels=int(max_pixels) or None, upload_timeout=upload_timeout or None)
     except FloodsegInputError as e: raise CliError(f'floodseg_serve: {e}') from None
     print(f"floodseg_serve: model {app.state.service.model['name']}, jobs in {Path(data_dir).resolve()}, http://{host}:{port}/" + (' (token required)' if token else ''), flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
