@@ -467,7 +467,7 @@ def chip_frame(runs_dir=None):
     for f in sorted(Path(runs_dir or OUT/'runs').glob('*.json')):
         r = json.loads(f.read_text())
         for chip, s in r.get('per_chip', {}).items():
-            row = dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], chip=chip, water=s['model']['water_share'])
+            row = dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], steps=r['steps'], chip=chip, water=s['model']['water_share'])
             for m in ['model'] + BASELINES: row |= {f'{m}_iou': s[m]['iou'], f'{m}_recall': s[m]['recall'], f'{m}_fw': s[m]['pred_water_share']}
             rows.append(row)
     return pd.DataFrame(rows)
@@ -510,7 +510,7 @@ def chip_summary(cf):
         d = g.merge(cf[(cf.recipe == DEFAULT) & (cf.budget == budget)], on=['fold', 'seed', 'chip'], suffixes=('', '_d'))
         d = d[d.water > 0]
         pg = (d.model_iou - d.model_iou_d)
-        rows.append(dict(recipe=rec, budget=budget, seeds=g.seed.nunique(), chips=len(m), wtl=tally(m), wtl_all=tally(g),
+        rows.append(dict(recipe=rec, budget=budget, seeds=g.seed.nunique(), chips=len(m), steps=g.steps.mean(), wtl=tally(m), wtl_all=tally(g),
                          iou=wet.model_iou.mean(), recall=wet.model_recall.mean(), best_thr=wet[[f'{k}_iou' for k in BASELINES]].max(axis=1).mean(),
                          paired='–' if rec == DEFAULT or len(pg) < 2 else f"{pg.mean():+.3f} ± {pg.std(ddof=1) / np.sqrt(len(pg)):.3f} ({len(pg)})"))
     return pd.DataFrame(rows).sort_values(['budget', 'iou'], ascending=[True, False])
@@ -553,10 +553,10 @@ def chip_markdown(cf=None):
              "fixed VH < -22 dB, fixed VV < -15 dB, and Otsu on the chip's own VV and VH (the best of the four, chosen on the chip itself, favours the "
              f"thresholds). A win or a loss is a difference of more than {TIE} IoU; a chip without labelled water is judged by its false-water share "
              "(the share of its valid pixels called water, lower is better). `W / T / L` counts chips with the seeds' mean IoU; `all seeds` counts every chip and seed.", "",
-             "| recipe | CPU-min | seeds | chips | W / T / L (seed means) | W / T / L (all seeds) | mean IoU, wet chips | mean recall, wet chips | best threshold, wet chips | paired gain over the default (± se, chip-seeds) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| recipe | CPU-min | steps | seeds | chips | W / T / L (seed means) | W / T / L (all seeds) | mean IoU, wet chips | mean recall, wet chips | best threshold, wet chips | paired gain over the default (± se, chip-seeds) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in s.itertuples():
-        lines.append(f"| {r.recipe} | {r.budget:g} | {r.seeds} | {r.chips} | {r.wtl} | {r.wtl_all} | **{r.iou:.3f}** | {r.recall:.3f} | {r.best_thr:.3f} | {r.paired} |")
+        lines.append(f"| {r.recipe} | {r.budget:g} | {r.steps:.0f} | {r.seeds} | {r.chips} | {r.wtl} | {r.wtl_all} | **{r.iou:.3f}** | {r.recall:.3f} | {r.best_thr:.3f} | {r.paired} |")
     lines.append("")
     for rec in s.recipe.unique(): lines += chip_table_md(cf, rec)
     return lines
@@ -566,7 +566,9 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
     df = runs_frame()
     lines = [f"# Generalisation protocol: results", "",
              "Written by `python bench/protocol.py --table-only` from `bench/protocol/runs/*.json` "
-             f"({len(df)} runs). Machine: 2 CPU cores (AMD EPYC with AVX512-BF16), no GPU; each run one torch thread, two runs side by side, niced; "
+             f"({len(df)} runs). Machine: 2 CPU cores (AMD EPYC with AVX512-BF16: bf16 training, about 240 optimizer steps in 8 CPU-min), no GPU; each run one torch thread, two runs side by side, niced; "
+             "**except the dB folds and the `bal`/`rough`/`balrough` recipes (2026-12-04), which ran on an AMD EPYC with AVX2 only (`lscpu`): fp32 training, about 50 steps "
+             "in 8 CPU-min (the `steps` and `epochs` columns). Compare those runs with each other, not with the older ones: a CPU budget is not the same training on another CPU.** "
              "the budget is process CPU time (`floodseg.learner.CPUBudget`). Water IoU pooled over every valid labelled pixel of the held-out event(s); "
              "the model is the last of the budget. Folds: `nal` = train nebraska, test northal; `neb` = train northal, "
              "test nebraska; `s1` = train both ETCI events + STAC Overflow, test the 11 Sen1Floods11 chips. mean ± sd over seeds (n). "
