@@ -316,12 +316,11 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         opts = dict(valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'], land_stats=rc.get('land', False),
-                    seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None, balance=rc.get('balance', 0.), wet=rc.get('wet', 0.))
+                    seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None, balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), rough=rc.get('rough', 0.))
         dls = sar_dataloaders(train, **opts)
         if rc.get('ref_water') is not None:   # every own-statistics training event standardised at no more than this water share (built again: the stats come from the first build)
             dls = sar_dataloaders(train, stats=SARStats({lay: dict(v, water=rc['ref_water']) for lay, v in dls.stats.items()}), **opts)
         if rc['jitter']: dls.train.after_batch.add(RadiometricJitter(0.25 * rc['jitter'], 0.15 * rc['jitter']))
-        if rc.get('rough'): dls.train.after_batch.add(RoughWater(2.5 * rc['rough'], rc['rough']))
         learn = flood_learner(dls, arch=rc['arch'], pretrained=False, cut=rc['cut'], last_cross=rc['last_cross'], loss=rc['loss'],
                               path=OUT/'models')
     budget_cb = CPUBudget(budget)

@@ -247,11 +247,9 @@ def sample_weights(df:pd.DataFrame, # training chips, with `layout`, `event` and
     if not 0 <= balance <= 1: raise ValueError(f"balance must be between 0 and 1, not {balance}")
     if wet < 0: raise ValueError(f"wet must be >= 0, not {wet}")
     d = df.reset_index(drop=True).assign(w=(df.water_frac.fillna(0).clip(0, 1).values + 0.01) ** wet)
-    share = lambda size: size ** (1 - balance) / (size ** (1 - balance)).sum()   # shares of groups of these sizes
-    lay = d.groupby('layout').size()
-    ev = d.groupby(['layout', 'event']).size()
-    ev_share = pd.concat([share(g) for _, g in ev.groupby(level=0)])
-    p = d.layout.map(share(lay)).values * ev_share.loc[list(zip(d.layout, d.event))].values
+    lay = d.groupby('layout').size() ** (1 - balance)                  # a dataset's share grows as its size ** (1 - balance)
+    ev = d.groupby(['layout', 'event']).size() ** (1 - balance)        # and so does an event's within its dataset
+    p = d.layout.map(lay / lay.sum()).values * (ev / ev.groupby(level=0).transform('sum')).reindex(pd.MultiIndex.from_frame(d[['layout', 'event']])).values
     return p * d.w.values / d.groupby(['layout', 'event']).w.transform('sum').values
 
 
