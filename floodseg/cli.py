@@ -194,7 +194,7 @@ def floodseg_predict(
     *scenes:str,              # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with <name>_vh.tif beside it) and/or folders of them
     model:str=SHIPPED,        # model folder written by floodseg_train or save_model; default: the model shipped with floodseg
     out:str='floodseg_maps',  # output folder
-    format:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs; the default), geojson (water outlines in EPSG:4326), stac_overflow
+    format:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs), stac (the map's STAC Item; cog and stac are the default), geojson (water outlines in EPSG:4326), flood, stac_overflow
     stac_overflow:bool=False, # write the STAC Overflow submission format (<chip_id>.tif: 1 = water, 0 = not) instead of COGs; with --format, as well as them
     quicklook:bool=True,      # a PNG quicklook per scene with the COGs (--no-quicklook: none)
     min_area:float=None,      # geojson: drop water polygons smaller than this many m² (default 1000)
@@ -210,8 +210,10 @@ def floodseg_predict(
     units:str='auto',         # scale of the scenes' values: auto (judged per scene; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
     skip_existing:bool=False, # folder mode: skip scenes whose outputs all exist, so that a stopped batch resumes (scenes with some outputs are mapped again)
     dask:str=None,            # map the scenes on Dask distributed, one task per scene: local:N (N worker processes here) or tcp://host:port (a running scheduler)
+    reference_water:str=None, # reference water raster (any CRS and resolution): also write <name>_flood_mask.tif (water outside it); quicklook and outlines tell flood from permanent water
+    reference_min:float=REFERENCE_MIN, # reference water where the raster's value is at least this (1: 0/1 and 0/255 masks, JRC extent; 12: JRC seasonality, water all year)
 ):
-    "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs and a quicklook per scene, GeoJSON water outlines, or the STAC Overflow format."
+    "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs, a quicklook and a STAC Item per scene, GeoJSON water outlines, a flood mask beside reference water, or the STAC Overflow format."
     command_setup()
     if model == SHIPPED and scenes and _is_model_folder(scenes[0]): model, scenes = scenes[0], scenes[1:]   # the form MODEL SCENE...
     if not scenes: raise CliError("floodseg_predict: name at least one scene file or folder")
@@ -222,14 +224,17 @@ def floodseg_predict(
                device=(device_ok(device), f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), min_area=(min_area is None or min_area >= 0, f">= 0 m², not {min_area}"),
                simplify=(simplify is None or simplify >= 0, f">= 0 pixels, not {simplify}"),
-               scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"))
-    fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog'])) for f in x.split(',') if f]
-    fmts += ['stac_overflow'] if stac_overflow else []
+               scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"),
+               reference_water=(reference_water is None or Path(reference_water).is_file(), f"an existing raster file; not found: {reference_water}"))
+    if reference_water and dask: raise CliError("floodseg_predict: --reference-water does not work with --dask yet; map without --dask")
+    fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog', 'stac'])) for f in x.split(',') if f]
+    fmts += (['stac_overflow'] if stac_overflow else []) + (['flood'] if reference_water and 'flood' not in fmts else [])
     check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
     geojson = {k: v for k, v in dict(min_area=min_area, simplify=simplify).items() if v is not None}
     try:
         kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=dict(geojson=geojson),
-                  progress=show_progress(), units=units, skip_existing=skip_existing)
+                  progress=show_progress(), units=units, skip_existing=skip_existing,
+                  **(dict(reference=reference_water, reference_min=reference_min) if reference_water else {}))
         if dask:
             from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
             with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
