@@ -108,6 +108,25 @@ def refresh_card():
     (DEST/'MODEL_CARD.md').write_text(model_card(cfg, None))
     print(f"refreshed {DEST/'MODEL_CARD.md'}")
 
+FLAGS_NOTE = """
+## Advisory flags
+Every map's STAC Item (`<scene>_item.json`, `floodseg.stac`) stores five flags, which `floodseg_predict` prints on one line per scene
+and the service returns with each job (`floodseg.scene.advisory_flags`; limits in `floodseg.scene.FLAG_LIMITS`). A raised flag does not
+mean the map is wrong; it means the scene is outside what this model was trained or judged on, so check the map against the quicklook.
+- `wetter`: the scene's water share seen from its land (pixels darker in VV than its land's mean minus two land standard deviations) is
+  above the wettest training event the model stores (8.0 %, etci2021; the same limit is used for dB scenes, for which the model stores
+  none). The model's known failure mode is to miss water on floods unlike its training events.
+- `radiometry`: the scene's land (dB) or valid pixels (8-bit) have a VV or VH mean more than 2.5 training standard deviations from the
+  stored training statistics, or a standard deviation 2.5 times larger or smaller: just beyond what the training chips span
+  (up to 2.36 and 2.33). Another sensor mode, a calibration error, a season or landscape the model has not seen.
+- `units`: the values were converted to dB (linear power, amplitude, dB × N), whether the units were stated or judged from the values;
+  a wrong judgement shifts every pixel.
+- `nodata`: more than 25 % of the scene's pixels have no data; the water share and areas speak for less of the scene.
+- `low_confidence`: more than 10 % of the valid pixels have a water probability between 0.2 and 0.8; the map depends on the threshold there.
+
+Which shared chips raise which flag with this model is in `bench/FLAGS.md` (`bench/flags.py`).
+"""
+
 def model_card(cfg, metrics):
     mc = cfg['model_card']
     st = cfg['stats']
@@ -176,8 +195,7 @@ first map for analysts and a baseline for researchers. Check the map against the
 - ETCI's nebraska event carries rectangular flood labels over bright farmland: only 39 % of its labelled water is dark in VV (below its
   land's mean minus two standard deviations), against 95 % in northal. They teach some noise, and they are why the validation IoU above
   is low on nebraska's blocks while northal's are mapped well.
-{LAND_NOTE if cfg['norm'] == 'ownland' else ALL_NOTE}
-"""
+{LAND_NOTE if cfg['norm'] == 'ownland' else ALL_NOTE}{FLAGS_NOTE}"""
 
 def add_provenance(root, valid_pct=0.15):
     """Record in the shipped model's config what it was trained and validated on (events and chip ids), for models trained

@@ -256,7 +256,7 @@ def _is_model_folder(p): return (Path(p)/CONFIG_FILE).exists() and (Path(p)/WEIG
 def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with its <name>_vh.tif) and/or folders of them
               model:str=SHIPPED,     # model folder, or 'default' for the model shipped with floodseg
               out:str='floodseg_maps', # output folder
-              fmt:str|list='cog',    # output format(s), names in `floodseg.scene.WRITERS`: 'cog' (with a quicklook), 'geojson', 'stac_overflow'
+              fmt:str|list=('cog', 'stac'), # output format(s), names in `floodseg.scene.WRITERS`: 'cog' (with a quicklook), 'stac' (the map's STAC Item), 'geojson', 'flood', 'stac_overflow'; the default is floodseg_predict's
               device:str|None=None,  # torch device (default: the GPU when there is one)
               precision:str='auto',  # auto, fp32, bf16 (CPU) or fp16 (GPU)
               tta:bool=False,        # average over the 8 flips and quarter turns of each tile
@@ -277,7 +277,7 @@ def floodseg_predict(
     *scenes:str,              # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with <name>_vh.tif beside it) and/or folders of them
     model:str=SHIPPED,        # model folder written by floodseg_train or save_model; default: the model shipped with floodseg
     out:str='floodseg_maps',  # output folder
-    format:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs; the default), geojson (water outlines in EPSG:4326), stac_overflow
+    format:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs), stac (the map's STAC Item; cog and stac are the default), geojson (water outlines in EPSG:4326), flood, stac_overflow
     stac_overflow:bool=False, # write the STAC Overflow submission format (<chip_id>.tif: 1 = water, 0 = not) instead of COGs; with --format, as well as them
     quicklook:bool=True,      # a PNG quicklook per scene with the COGs (--no-quicklook: none)
     min_area:float=None,      # geojson: drop water polygons smaller than this many m² (default 1000)
@@ -294,8 +294,10 @@ def floodseg_predict(
     skip_existing:bool=False, # folder mode: skip scenes whose outputs all exist, so that a stopped batch resumes (scenes with some outputs are mapped again)
     bands:str='auto',         # what the scenes' two bands hold: auto (VV then VH, refused if VH is brighter than VV almost everywhere), vv,vh (as given, unchecked) or vh,vv (swapped)
     dask:str=None,            # map the scenes on Dask distributed, one task per scene: local:N (N worker processes here) or tcp://host:port (a running scheduler)
+    reference_water:str=None, # reference water raster (any CRS and resolution): also write <name>_flood_mask.tif (water outside it); quicklook and outlines tell flood from permanent water
+    reference_min:float=REFERENCE_MIN, # reference water where the raster's value is at least this (1: 0/1 and 0/255 masks, JRC extent; 12: JRC seasonality, water all year)
 ):
-    "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs and a quicklook per scene, GeoJSON water outlines, or the STAC Overflow format."
+    "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs, a quicklook and a STAC Item per scene, GeoJSON water outlines, a flood mask beside reference water, or the STAC Overflow format."
     command_setup()
     if model == SHIPPED and scenes and _is_model_folder(scenes[0]): model, scenes = scenes[0], scenes[1:]   # the form MODEL SCENE...
     if not scenes: raise CliError("floodseg_predict: name at least one scene file or folder")
@@ -308,15 +310,18 @@ def floodseg_predict(
                simplify=(simplify is None or simplify >= 0, f">= 0 pixels, not {simplify}"),
                scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"),
                out=(Path(out).is_dir() or not Path(out).exists(), f"a folder, not the file {out}"), bands=(bands in BAND_ORDERS, f"one of {', '.join(BAND_ORDERS)}, not {bands!r}"),
-               overwrite=(not (overwrite and skip_existing), "left off when --skip-existing is given (--skip-existing keeps the outputs that exist, --overwrite replaces them)"))
+               overwrite=(not (overwrite and skip_existing), "left off when --skip-existing is given (--skip-existing keeps the outputs that exist, --overwrite replaces them)"),
+               reference_water=(reference_water is None or Path(reference_water).is_file(), f"an existing raster file; not found: {reference_water}"))
     if dask and bands != 'auto': raise CliError("floodseg_predict: --bands is not passed to Dask workers yet; map swapped scenes without --dask")
-    fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog'])) for f in x.split(',') if f]
-    fmts += ['stac_overflow'] if stac_overflow else []
+    if reference_water and dask: raise CliError("floodseg_predict: --reference-water does not work with --dask yet; map without --dask")
+    fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog', 'stac'])) for f in x.split(',') if f]
+    fmts += (['stac_overflow'] if stac_overflow else []) + (['flood'] if reference_water and 'flood' not in fmts else [])
     check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
     geojson = {k: v for k, v in dict(min_area=min_area, simplify=simplify).items() if v is not None}
     try:
         kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=dict(geojson=geojson),
-                  progress=show_progress(), units=units, skip_existing=skip_existing)
+                  progress=show_progress(), units=units, skip_existing=skip_existing,
+                  **(dict(reference=reference_water, reference_min=reference_min) if reference_water else {}))
         if dask:
             from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
             with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)

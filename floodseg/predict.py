@@ -93,6 +93,7 @@ class Predictor:
         self.model.load_state_dict(model.state_dict())
         if self.channels_last: self.model.to(memory_format=torch.channels_last)
         self.temperature, self.threshold = float(cfg.get('temperature') or 1.), float(cfg['threshold'])
+        self.folder = None   # the model folder, when loaded by `from_folder`
 
     @classmethod
     def from_folder(cls, path=SHIPPED, # model folder written by `save_model`, or 'default' for the model shipped with floodseg
@@ -100,7 +101,9 @@ class Predictor:
                     **kwargs):   # passed to `Predictor`
         "A `Predictor` for the model saved in `path`."
         model, cfg = load_model(path, device=device)
-        return cls(model, cfg, **kwargs)
+        p = cls(model, cfg, **kwargs)
+        p.folder = model_path(path)   # where it came from: its files' hashes go into each map's STAC Item (`floodseg.stac`)
+        return p
 
     def __repr__(self): return f"Predictor({self.cfg['arch']}, cut {self.cfg.get('cut')}, norm {self.cfg.get('norm')!r}, {self.precision}, threshold {self.threshold:.2f}{', TTA' if self.tta else ''})"
 

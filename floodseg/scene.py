@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/scene.html.md"""
 
 # %% ../nbs/11_scene.ipynb #04a888b0
 from __future__ import annotations
-import os, re, shutil, time, warnings
+import contextlib, os, re, shutil, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -15,6 +15,8 @@ import torch
 import rasterio, rasterio.shutil
 from rasterio.windows import Window
 from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.errors import RasterioIOError, NotGeoreferencedWarning
 import matplotlib.pyplot as plt
 from matplotlib.patches import Patch
@@ -28,10 +30,12 @@ from .predict import *
 from .metrics import scene_iou
 
 # %% auto #0
-__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'GDAL_CACHE_MB', 'WRITERS', 'tile_offsets', 'axis_overlap', 'taper',
-           'blend_window', 'axis_weight_sum', 'check_tiling', 'TilePlan', 'tile_row', 'sequential_rows', 'prob_rows',
-           'predict_array', 'SARScene', 'scene_outputs', 'save_quicklook', 'map_scene', 'MapWriter', 'map_writers',
-           'show_scene', 'find_scenes', 'plan_chips', 'map_chip', 'chip_line', 'map_chips']
+__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'GDAL_CACHE_MB', 'REFERENCE_MIN', 'FLOOD_LEGEND', 'LOW_CONFIDENCE',
+           'WRITERS', 'FLAG_LIMITS', 'FLAGS', 'tile_offsets', 'axis_overlap', 'taper', 'blend_window',
+           'axis_weight_sum', 'check_tiling', 'TilePlan', 'tile_row', 'sequential_rows', 'prob_rows', 'predict_array',
+           'SARScene', 'scene_outputs', 'save_quicklook', 'map_scene', 'MapWriter', 'map_writers', 'check_reference',
+           'reference_reader', 'flood_extent', 'write_reference', 'advisory_flags', 'flags_line', 'show_scene',
+           'find_scenes', 'plan_chips', 'map_chip', 'chip_line', 'map_chips', 'etci_water_bodies']
 
 # %% ../nbs/11_scene.ipynb #fabb9967
 def tile_offsets(n:int,       # pixels along one axis of the scene
@@ -225,7 +229,7 @@ class SARScene:
         self.paths = [Path(path)] + ([Path(vh)] if vh is not None else [])
         self.kind = 'sen1floods11' if vh is None else 'stac_overflow'
         self.name = name or (re.sub(r'_vv$', '', Path(path).stem, flags=re.I) if vh is not None else Path(path).stem)
-        self.ds = []
+        self.ds, self.units_asked = [], units
         try:
             for p in self.paths: self.ds.append(_open(p))
             need = 2 if vh is None else 1
@@ -291,6 +295,7 @@ class SARScene:
 PROB_NODATA, MASK_NODATA = float('nan'), IGNORE
 COG_OPTIONS = dict(driver='COG', compress='DEFLATE', blocksize=256, bigtiff='IF_SAFER')
 GDAL_CACHE_MB = 64
+REFERENCE_MIN = 1.   # reference water where the reference raster's value is at least this (0/1 and 0/255 masks, JRC extent; 12 for JRC seasonality: water all year)
 
 def scene_outputs(out,          # output folder
                   name:str,     # scene name
@@ -305,45 +310,58 @@ def scene_outputs(out,          # output folder
 def save_quicklook(rgb:np.ndarray, # (H, W, 3) image to save
                    title:str,      # what it shows, on which scene
                    path,           # PNG file to write
-                   dpi:int=100):
-    "Write `rgb` at its own resolution as a titled PNG with a legend for water and nodata."
+                   dpi:int=100,
+                   legend:list|None=None, # legend handles (default: water and nodata)
+                  ):
+    "Write `rgb` at its own resolution as a titled PNG with a legend (default: water and nodata)."
     h, w = rgb.shape[:2]
     fig, ax = plt.subplots(figsize=(max(w / dpi, 6), max(h / dpi, 4) + 0.8), dpi=dpi)
     ax.imshow(rgb, interpolation='nearest'); ax.axis('off'); ax.set_title(title, fontsize=9)
-    ax.legend(handles=[Patch(color=WATER_COLOUR, label='water (model)'), Patch(color=NODATA_COLOUR, label='no data')],
+    ax.legend(handles=legend or [Patch(color=WATER_COLOUR, label='water (model)'), Patch(color=NODATA_COLOUR, label='no data')],
               loc='lower right', fontsize=8, framealpha=0.8)
     fig.tight_layout(); fig.savefig(path, dpi=dpi); plt.close(fig)
     return Path(path)
 
 # %% ../nbs/11_scene.ipynb #8c3d5743-2
-def _quicklook(scene, mask_path, path, max_size=1024):
+FLOOD_LEGEND = [Patch(color=WATER_COLOUR, label='flood: water (model) not in the reference'),
+                Patch(color=PERMANENT_COLOUR, label='water (model) in the reference water'), Patch(color=NODATA_COLOUR, label='no data')]
+
+def _quicklook(scene, mask_path, path, max_size=1024, reference_path=None):
     h, w = scene.shape
     f = max(h, w) / max_size
     oh, ow = (h, w) if f <= 1 else (max(1, round(h / f)), max(1, round(w / f)))
     img = scene.read(0, h, 0, w, out_shape=(oh, ow))
     with rasterio.open(mask_path) as m: mask = m.read(1, out_shape=(oh, ow), resampling=Resampling.nearest)
-    title = (f"{scene.name}: water mask over SAR false colour (R=VV, G=VH, B=VV/VH)" + (f"\nshown at 1/{f:.1f} of {h}×{w} pixels" if f > 1 else ''))
-    return save_quicklook(overlay(false_colour(*img), mask), title, path)
+    ref = None
+    if reference_path is not None:
+        with rasterio.open(reference_path) as r: ref = r.read(1, out_shape=(oh, ow), resampling=Resampling.nearest) == WATER
+    title = (f"{scene.name}: water mask over SAR false colour (R=VV, G=VH, B=VV/VH)" if ref is None else
+             f"{scene.name}: flood (water outside the reference) and reference water\nover SAR false colour (R=VV, G=VH, B=VV/VH)")
+    title += f"\nshown at 1/{f:.1f} of {h}×{w} pixels" if f > 1 else ''
+    return save_quicklook(overlay(false_colour(*img), mask, reference=ref), title, path, legend=FLOOD_LEGEND if ref is not None else None)
 
 # %% ../nbs/11_scene.ipynb #8c3d5743-3
+LOW_CONFIDENCE = (0.2, 0.8)   # a water probability strictly between these is a low-confidence pixel (`advisory_flags`)
+
 def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor=None, on_step=None):
-    "Write the blended probability and its mask row by row into plain GeoTIFFs in `tmp`: the raw maps every writer starts from."
+    "Write the blended probability and its mask row by row into plain GeoTIFFs in `tmp`: the raw maps every writer starts from; also count the valid, water and low-confidence pixels."
     h, w = scene.shape
     prof = dict(driver='GTiff', width=w, height=h, count=1, crs=scene.crs, transform=scene.transform, bigtiff='IF_SAFER')
     raw = dict(prob=tmp/'prob.tif', mask=tmp/'mask.tif')
     dsts = [rasterio.open(raw['prob'], 'w', dtype='float32', nodata=PROB_NODATA, **prof),
             rasterio.open(raw['mask'], 'w', dtype='uint8', nodata=MASK_NODATA, **prof)]
-    n_valid = n_water = 0
+    n_valid = n_water = n_unsure = 0
+    lo, hi = LOW_CONFIDENCE
     try:
         for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings, executor, on_step):
             with _timer(timings, 'write'):
                 win, m = Window(0, r, w, len(p)), (p > predictor.threshold).astype(np.uint8)
-                n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum())
+                n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum()); n_unsure += int(((p > lo) & (p < hi)).sum())
                 m[np.isnan(p)] = MASK_NODATA
                 dsts[0].write(p, 1, window=win); dsts[1].write(m, 1, window=win)
     finally:
         for d in dsts: d.close()
-    return raw, n_valid, n_water
+    return raw, n_valid, n_water, n_unsure
 
 # %% ../nbs/11_scene.ipynb #8c3d5743-4
 def map_scene(predictor:Predictor, # the model
@@ -353,7 +371,7 @@ def map_scene(predictor:Predictor, # the model
               layout:str|None=None,    # force this layout's stored statistics (default: the model's rule, `Predictor.norm`)
               tile:int=512,            # tile size
               overlap:int=128,         # tile overlap
-              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook')
+              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
               quicklook:bool=True,     # also the PNG quicklook whenever 'cog' is asked for
               overwrite:bool=False,    # replace existing outputs
               progress:bool=True,      # progress bar over tiles
@@ -363,29 +381,45 @@ def map_scene(predictor:Predictor, # the model
               bands:str='auto',        # what the bands of a scene given by path hold (`BAND_ORDERS`); a `SARScene` has its own
               executor=None,           # where the tile rows are predicted (`prob_rows`; default: here, one after the other)
               on_step=None,            # called with (tiles done, tiles in all) after every batch of tiles (`prob_rows`)
+              reference=None,          # reference water raster (any CRS and resolution): the flood extent is the water outside it (`reference_reader`)
+              reference_min:float=REFERENCE_MIN, # reference water where the reference's value is at least this
              ) -> dict:
-    "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths."
+    "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths, the counts and the `advisory_flags`."
     own = not isinstance(scene, SARScene)
     scene = SARScene(scene, units=units, bands=bands) if own else scene
     try:
         name = name or scene.name
         writers, targets = map_writers(fmt, quicklook), scene_outputs(out, name, fmt, quicklook)
+        if 'flood' in writers and reference is None:
+            raise FloodsegInputError(f"{scene.paths[0]}: the 'flood' format needs a reference water raster (reference=, --reference-water)")
+        if reference is not None: check_reference(reference, scene)
         there = [str(p) for p in targets.values() if p.exists()]
         if there and not overwrite: raise FileExistsError(f"{', '.join(there)}: exists already; pass overwrite=True to replace")
-        norm = predictor.norm(scene.kind, scene.stats(), layout, scene.paths[0])
+        stats = scene.stats()
+        norm = predictor.norm(scene.kind, stats, layout, scene.paths[0])
         timings = {} if timings is None else timings
         tmp = Path(out)/f'.{name}.floodseg-tmp'
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        started = time.time()
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):   # in bytes: a small number would be read as bytes too
-                raw, n_valid, n_water = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor, on_step)
+                raw, n_valid, n_water, n_unsure = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor, on_step)
                 if not n_valid: warnings.warn(f"{scene.paths[0]}: every input pixel is nodata, so the outputs are all nodata")
+                ref = None
+                if reference is not None:
+                    with _timer(timings, 'reference'): ref = write_reference(reference, scene, raw['mask'], tmp/'reference.tif', reference_min)
+                    raw['reference'] = tmp/'reference.tif'
+                counts = dict(pixels=int(np.prod(scene.shape)), valid_pixels=n_valid, water_pixels=n_water, unsure_pixels=n_unsure)
+                flags = advisory_flags(predictor.cfg, scene.kind, stats, norm, scene.units, scene.units_asked, counts)
+                ctx = dict(name=name, predictor=predictor, norm=norm, stats=stats, counts=counts, flags=flags, reference=ref,
+                           targets=targets, options=options or {}, started=started, tile=tile, overlap=overlap)
                 done = {}
                 for f, wr in writers.items():
-                    with _timer(timings, f): done.update(wr.write(raw, tmp, scene, **(options or {}).get(f, {})))
+                    with _timer(timings, f): done.update(wr.write(raw, tmp, scene, **(dict(context=ctx) if wr.context else {}), **(options or {}).get(f, {})))
             for k, p in done.items(): os.replace(p, targets[k])
         finally: shutil.rmtree(tmp, ignore_errors=True)
-        return dict(name=name, layout=norm['layout'], norm=norm, shape=scene.shape, **targets, valid_pixels=n_valid, water_pixels=n_water, timings=timings)
+        return dict(name=name, layout=norm['layout'], norm=norm, shape=scene.shape, **targets, **counts, units=scene.units,
+                    reference=ref, flags=flags, timings=timings)
     finally:
         if own: scene.close()
 
@@ -399,6 +433,7 @@ class MapWriter:
     "One output format of `map_scene`: the files it writes and the function that writes them from the scene's raw maps."
     files:dict            # output key -> file name, '{name}' standing for the scene's name
     write:Callable|str    # write(raw, tmp, scene, **options) -> {key: file written in tmp}; or 'module:function', imported on first use
+    context:bool=False    # `write` also takes `context=`, the scene's mapping summary (model, statistics, counts, flags, final files); such writers run last
 
 # %% ../nbs/11_scene.ipynb #writers--1
 def _write_cog(raw, tmp, scene):
@@ -408,7 +443,7 @@ def _write_cog(raw, tmp, scene):
     return dict(prob=tmp/'prob.cog.tif', mask=tmp/'mask.cog.tif')
 
 # %% ../nbs/11_scene.ipynb #writers--2
-def _write_quicklook(raw, tmp, scene): return dict(quicklook=_quicklook(scene, raw['mask'], tmp/'quicklook.png'))
+def _write_quicklook(raw, tmp, scene): return dict(quicklook=_quicklook(scene, raw['mask'], tmp/'quicklook.png', reference_path=raw.get('reference')))
 
 # %% ../nbs/11_scene.ipynb #writers--3
 def _write_submission(raw, tmp, scene, rows=512):
@@ -428,7 +463,8 @@ def _write_submission(raw, tmp, scene, rows=512):
 WRITERS = {'cog': MapWriter(dict(prob='{name}_water_prob.tif', mask='{name}_water_mask.tif'), _write_cog),
            'quicklook': MapWriter(dict(quicklook='{name}_quicklook.png'), _write_quicklook),
            'stac_overflow': MapWriter(dict(submission='{name}.tif'), _write_submission),
-           'geojson': MapWriter(dict(outline='{name}_outline.geojson'), 'floodseg.vector:geojson_writer')}
+           'geojson': MapWriter(dict(outline='{name}_outline.geojson'), 'floodseg.vector:geojson_writer'),
+           'stac': MapWriter(dict(item='{name}_item.json'), 'floodseg.stac:stac_writer', context=True)}
 
 def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
                 quicklook:bool=True,  # add 'quicklook' when 'cog' is asked for
@@ -444,9 +480,157 @@ def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
         w = WRITERS[f]
         if isinstance(w.write, str):
             mod, fn = w.write.split(':')
-            w = MapWriter(w.files, getattr(importlib.import_module(mod), fn))
+            w = MapWriter(w.files, getattr(importlib.import_module(mod), fn), w.context)
         res[f] = w
-    return res
+    return dict(sorted(res.items(), key=lambda kv: kv[1].context))   # writers that summarise the others last
+
+# %% ../nbs/11_scene.ipynb #refwater-02
+def check_reference(path,  # reference water raster
+                    scene, # the `SARScene` it is for
+                   ):
+    "Raise a `FloodsegInputError` naming `path` when it cannot serve as the scene's reference water: unreadable, without a CRS where the scene has one (or the reverse), not overlapping the scene, or on another pixel grid when neither has a CRS."
+    with _open(path) as src:
+        if (src.crs is None) != (scene.crs is None):
+            raise FloodsegInputError(f"{path}: {'has no CRS' if src.crs is None else 'has a CRS'} but the scene {scene.paths[0]} {'has one' if src.crs is None else 'has none'}; "
+                                     "give a georeferenced reference for a georeferenced scene, or one on the scene's pixel grid")
+        if src.crs is None:
+            if src.shape != scene.shape: raise FloodsegInputError(f"{path}: grid {src.shape} does not match the scene {scene.paths[0]} {scene.shape}; without a CRS the reference must be on the scene's pixel grid")
+            return
+        l, b, r, t = transform_bounds(src.crs, scene.crs, *src.bounds, densify_pts=21)
+        sl, sb, sr, st = rasterio.transform.array_bounds(*scene.shape, scene.transform)
+        if l >= sr or r <= sl or b >= st or t <= sb: raise FloodsegInputError(f"{path}: covers none of the scene {scene.paths[0]} (reference bounds {src.bounds} in {src.crs})")
+
+@contextmanager
+def reference_reader(path,   # reference water raster, any CRS and resolution
+                     scene,  # the `SARScene` whose grid it is read on
+                     min_value:float=REFERENCE_MIN, # reference water where band 1 is at least this
+                    ):
+    "Yield `read(row0, row1)`: uint8 rows of the reference on the scene's grid, 1 = reference water, 0 = not, `MASK_NODATA` where it has no data or does not reach; reprojected on the fly with a `WarpedVRT` (nearest) unless it is on the scene's grid already."
+    check_reference(path, scene)
+    h, w = scene.shape
+    with _open(path) as src:
+        same = src.crs is None or (src.crs == scene.crs and src.shape == (h, w) and src.transform.almost_equals(scene.transform, precision=1e-9))
+        with (contextlib.nullcontext(src) if same else WarpedVRT(src, crs=scene.crs, transform=scene.transform, width=w, height=h,
+                                                                   resampling=Resampling.nearest, add_alpha=True)) as vrt:
+            def read(r0, r1):
+                win = Window(0, r0, w, r1 - r0)
+                v = vrt.read(1, window=win, masked=True)
+                ref = (v.filled(min_value - 1 if np.isfinite(min_value) else 0) >= min_value).astype(np.uint8)
+                bad = np.ma.getmaskarray(v) | (np.isnan(v.data) if v.dtype.kind == 'f' else False)
+                if not same: bad |= vrt.read(vrt.count, window=win) == 0   # the alpha band: outside the reference
+                ref[bad] = MASK_NODATA
+                return ref
+            yield read
+
+# %% ../nbs/11_scene.ipynb #refwater-03
+def flood_extent(mask,       # uint8 water mask: 1 water, 0 not, `MASK_NODATA` nodata
+                 reference,  # uint8 reference water on the same grid: 1 reference water, 0 not, `MASK_NODATA` unknown
+                ) -> np.ndarray:
+    "Flood mask: 1 where `mask` is water and `reference` is not reference water, 0 elsewhere, `MASK_NODATA` where `mask` has nodata (unknown reference counts as not reference water)."
+    mask, reference = np.asarray(mask), np.asarray(reference)
+    out = ((mask == WATER) & (reference != WATER)).astype(np.uint8)
+    out[mask == MASK_NODATA] = MASK_NODATA
+    return out
+
+def write_reference(path,      # reference water raster
+                    scene,     # the `SARScene`
+                    mask_path, # the scene's raw water mask (`_write_rows`)
+                    out,       # GeoTIFF to write: the reference on the scene's grid
+                    min_value:float=REFERENCE_MIN, # reference water where its value is at least this
+                    rows:int=512, # rows per window
+                   ) -> dict:
+    "Write the reference on the scene's grid (uint8 1/0/`MASK_NODATA`) window by window, and count over the mask's valid pixels those it covers, its water, the model's water inside it and the flood."
+    h, w = scene.shape
+    prof = dict(driver='GTiff', width=w, height=h, count=1, dtype='uint8', nodata=MASK_NODATA, crs=scene.crs, transform=scene.transform, bigtiff='IF_SAFER')
+    n = dict(covered_pixels=0, reference_pixels=0, permanent_pixels=0, flood_pixels=0)
+    n_valid = 0
+    with reference_reader(path, scene, min_value) as read, rasterio.open(mask_path) as m, rasterio.open(out, 'w', **prof) as dst:
+        for r in range(0, h, rows):
+            win = Window(0, r, w, min(rows, h - r))
+            ref, mk = read(r, r + win.height), m.read(1, window=win)
+            ok = mk != MASK_NODATA
+            n_valid += int(ok.sum())
+            n['covered_pixels'] += int((ok & (ref != MASK_NODATA)).sum()); n['reference_pixels'] += int((ok & (ref == WATER)).sum())
+            n['permanent_pixels'] += int(((mk == WATER) & (ref == WATER)).sum()); n['flood_pixels'] += int((flood_extent(mk, ref) == WATER).sum())
+            dst.write(ref, 1, window=win)
+    if n['covered_pixels'] < n_valid:
+        warnings.warn(f"{path}: covers {n['covered_pixels'] / n_valid:.1%} of the valid pixels of {scene.paths[0]}; where it does not, the model's water counts as flood")
+    return dict(path=str(path), min_value=float(min_value), coverage=n['covered_pixels'] / n_valid if n_valid else None, **n)
+
+# %% ../nbs/11_scene.ipynb #refwater-04
+def _write_flood(raw, tmp, scene, rows=512):
+    "The flood mask COG (`flood_extent` of the raw mask and reference), written by windows, then copied into a COG (mode overviews)."
+    with rasterio.open(raw['mask']) as m, rasterio.open(raw['reference']) as r:
+        with rasterio.open(tmp/'flood.tif', 'w', **dict(m.profile, driver='GTiff')) as dst:
+            for r0 in range(0, m.height, rows):
+                win = Window(0, r0, m.width, min(rows, m.height - r0))
+                dst.write(flood_extent(m.read(1, window=win), r.read(1, window=win)), 1, window=win)
+    rasterio.shutil.copy(tmp/'flood.tif', tmp/'flood.cog.tif', overview_resampling='mode', **COG_OPTIONS)
+    return dict(flood=tmp/'flood.cog.tif')
+
+WRITERS['flood'] = MapWriter(dict(flood='{name}_flood_mask.tif'), _write_flood)
+
+# %% ../nbs/11_scene.ipynb #flags-02
+FLAG_LIMITS = dict(radiometry_z=2.5, radiometry_std=2.5, nodata=0.25, low_confidence=0.1)   # see the list above; radiometry: just beyond the shipped model's training chips (z up to 2.36, sd ratio up to 2.33, `bench/FLAGS.md`)
+
+def _stored(a): return SARStats(a['cfg']['stats']).of(a['kind']) or {}
+
+def _flag_wetter(a):
+    land, s = (a['stats'] or {}).get('land'), _stored(a)
+    lim, whose = s.get('water'), a['kind']
+    if lim is None:
+        ws = {k: v['water'] for k, v in a['cfg']['stats'].items() if v.get('water') is not None}
+        if ws: whose = max(ws, key=ws.get); lim = ws[whose]
+    if land is None or lim is None: return dict(raised=None, value=None, limit=lim, note='not assessed: ' + ('no valid pixels' if land is None else 'the model stores no training water share'))
+    v = 1 - land['share']
+    return dict(raised=bool(v > lim), value=round(v, 4), limit=round(lim, 4), note=f"{v:.1%} of the valid pixels look like water seen from the scene's land; the wettest training event ({whose}) {lim:.1%}")
+
+def _flag_radiometry(a):
+    s, own = _stored(a), a['stats'] or {}
+    mine = own.get('land') if s.get('pixels') == 'dry' else own
+    if not s or not mine or not np.isfinite(mine['mean']).all(): return dict(raised=None, value=None, limit=None, note='not assessed: ' + ('no stored statistics for this layout' if not s else 'no valid pixels'))
+    z = [abs(m - sm) / ss for m, sm, ss in zip(mine['mean'], s['mean'], s['std'])]
+    r = [max(x / ss, ss / x) if x > 0 else np.inf for x, ss in zip(mine['std'], s['std'])]
+    zl, rl = FLAG_LIMITS['radiometry_z'], FLAG_LIMITS['radiometry_std']
+    what = 'land' if s.get('pixels') == 'dry' else 'valid pixels'
+    return dict(raised=bool(max(z) > zl or max(r) > rl), value=dict(z=[round(x, 3) for x in z], std_ratio=[round(float(x), 3) for x in r]), limit=dict(z=zl, std_ratio=rl),
+                note=f"{what}: mean {max(z):.2f} training sd from the training mean (limit {zl:g}), sd ratio {max(r):.2f} (limit {rl:g}), worst band")
+
+def _flag_units(a):
+    u, asked = a['units'], a['asked']
+    if u is None: return dict(raised=False, value=None, limit=None, note='8-bit layout: no physical units to judge')
+    how = 'judged from the values' if str(asked).lower() == 'auto' else 'stated'
+    return dict(raised=u != 'db', value=u, limit='db', note=f"{u} ({how})" + (', converted to dB' if u != 'db' else ''))
+
+def _share_flag(key, n, d, what):
+    def f(a):
+        lim, v = FLAG_LIMITS[key], a['counts'][n] / a['counts'][d] if a['counts'][d] else None
+        if v is None: return dict(raised=None, value=None, limit=lim, note='not assessed: no valid pixels')
+        return dict(raised=bool(v > lim), value=round(v, 4), limit=lim, note=f"{v:.1%} of the {what} (limit {lim:.0%})")
+    return f
+
+FLAGS = {'wetter': _flag_wetter, 'radiometry': _flag_radiometry, 'units': _flag_units,
+         'nodata': lambda a: _share_flag('nodata', 'nodata_pixels', 'pixels', "scene's pixels have no data")(a),
+         'low_confidence': _share_flag('low_confidence', 'unsure_pixels', 'valid_pixels', f'valid pixels have a water probability in ({LOW_CONFIDENCE[0]}, {LOW_CONFIDENCE[1]})')}
+
+def advisory_flags(cfg:dict,    # the model's config (`stats`)
+                   kind:str,    # the scene's layout
+                   stats:dict,  # the scene's own `image_stats` (with `land`)
+                   norm:dict,   # the statistics that standardised it (`Predictor.norm`)
+                   units,       # the units its values were read in (`SARScene.units`; None for 8-bit layouts)
+                   asked,       # the units asked for ('auto': judged)
+                   counts:dict, # `pixels`, `valid_pixels`, `water_pixels`, `unsure_pixels`
+                  ) -> dict:
+    "Each of `FLAGS` on one scene: `{name: dict(raised, value, limit, note)}`."
+    a = dict(cfg=cfg, kind=kind, stats=stats, norm=norm, units=units, asked=asked, counts=dict(counts, nodata_pixels=counts['pixels'] - counts['valid_pixels']))
+    return {k: f(a) for k, f in FLAGS.items()}
+
+def flags_line(flags:dict, # `advisory_flags`
+              ) -> str:
+    "The flags in one line: those raised with their notes, or 'none raised'; flags that could not be assessed named."
+    up = [f"{k} ({v['note']})" for k, v in flags.items() if v['raised']]
+    na = [k for k, v in flags.items() if v['raised'] is None]
+    return 'advisory flags: ' + ('; '.join(up) if up else f'none raised of {len(flags)}') + (f" [not assessed: {', '.join(na)}]" if na else '')
 
 # %% ../nbs/11_scene.ipynb #7e371487
 def show_scene(chip:SARChip,     # the scene with its label
@@ -554,16 +738,17 @@ def map_chip(predictor:Predictor, # the model
         except FloodsegInputError as e: err = str(e)
     share = done.get('water_pixels', 0) / max(done.get('valid_pixels', 0), 1)
     return dict(name=r['name'], path=r['path'], vh=r['vh'], error=err, skipped=False, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
-                water_share=share if done else None, **{k: done.get(k) for k in keys})
+                water_share=share if done else None, flags=done.get('flags'), **{k: done.get(k) for k in keys})
 
 def chip_line(row:dict) -> str:
     "The log line of one scene of a batch (`map_chip`'s result)."
     if row.get('skipped'): return f"{row['name']}: skipped, its outputs exist"
     outs = [Path(v).name for k, v in row.items() if k not in _ROW_KEYS and v is not None]
-    return f"{row['name']}: " + (f"FAILED: {row['error']}" if row['error'] else
+    line = f"{row['name']}: " + (f"FAILED: {row['error']}" if row['error'] else
                                  f"{row['seconds']:.1f} s, water {row['water_share']:.1%} of {row['valid_pixels']} valid pixels -> {', '.join(outs)}")
+    return line + (f"\n{row['name']}: {flags_line(row['flags'])}" if row.get('flags') else '')
 
-_ROW_KEYS = ('name', 'path', 'vh', 'error', 'skipped', 'seconds', 'valid_pixels', 'water_share')
+_ROW_KEYS = ('name', 'path', 'vh', 'error', 'skipped', 'seconds', 'valid_pixels', 'water_share', 'flags')
 
 # %% ../nbs/11_scene.ipynb #07ff8e4c-2
 def map_chips(predictor:Predictor, # the model
@@ -581,6 +766,8 @@ def map_chips(predictor:Predictor, # the model
               units:str='auto',        # scale of the scenes' values ('auto', 'db', 'linear', 'amplitude', 'db*N'; `SARScene`)
               skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch); scenes with only some are mapped again
               bands:str='auto',        # what the scenes' bands hold (`SARScene`, `BAND_ORDERS`)
+              reference=None,          # reference water raster for every scene (`map_scene`): flood extent, outline classes
+              reference_min:float=REFERENCE_MIN, # reference water where its value is at least this
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
     scenes, targets = plan_chips(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
@@ -588,8 +775,27 @@ def map_chips(predictor:Predictor, # the model
     try:
         for r in scenes.to_dict('records'):
             res.append(map_chip(predictor, r, out, targets[r['name']], units=units, bands=bands, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
-                                quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options))
+                                quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options,
+                                **(dict(reference=reference, reference_min=reference_min) if reference is not None else {})))
             if log: log(chip_line(res[-1]))
     finally:   # also when a write fails or the run is interrupted: no empty folder left behind
         if made and Path(out).is_dir() and not any(Path(out).iterdir()): Path(out).rmdir()
     return pd.DataFrame(res)
+
+# %% ../nbs/11_scene.ipynb #refwater-06
+def etci_water_bodies(chips:pd.DataFrame, # an ETCI chip table (`etci2021_chips`)
+                      event:str|None=None, # the event (default: the table's only one)
+                     ) -> np.ndarray:
+    "ETCI's `water_body_label` tiles of one event on the grid of `floodseg.io.etci_event_scene`: uint8, 1 = permanent water, 0 = not, `MASK_NODATA` where the grid has no tile."
+    ev = etci_event_scene(chips, event)   # for its grid (and its checks)
+    g = chips[(chips.layout == 'etci2021') & (chips.event == ev.chip_id)]
+    ref = np.full(ev.valid.shape, MASK_NODATA, np.uint8)
+    th, tw = 256, 256
+    x0, y0 = int(g.x.min()), int(g.y.min())
+    for r in g.itertuples():
+        p = Path(r.vv).parent.parent/'water_body_label'/Path(r.vv).name.replace('_vv.png', '.png')
+        if not p.exists(): raise FloodsegInputError(f"{p}: water_body_label tile not found (the tile {Path(r.vv).name} has none)")
+        with _open(p) as src: a = src.read(1)
+        th, tw = a.shape
+        ref[(r.x - x0) * th:(r.x - x0 + 1) * th, (r.y - y0) * tw:(r.y - y0 + 1) * tw] = (a > 0).astype(np.uint8)
+    return ref

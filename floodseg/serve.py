@@ -29,10 +29,11 @@ from .radiometry import BAND_ORDERS
 from .cli import check_args
 
 # %% auto #0
-__all__ = ['log', 'INTERRUPTED', 'UNREADABLE', 'STATES', 'JOB_FILES', 'UPLOAD_FIELDS', 'OPTION_FIELDS', 'SERVE_FORMATS', 'PAGE',
-           'write_json_atomic', 'JobStore', 'JobInterrupted', 'JobPredictor', 'MapService', 'UploadTooLarge',
-           'UploadTimeout', 'TooManyPixels', 'client_name', 'receive_upload', 'job_options', 'public_message',
-           'check_upload', 'BearerToken', 'model_card', 'create_app', 'free_port', 'serving', 'floodseg_serve']
+__all__ = ['log', 'INTERRUPTED', 'UNREADABLE', 'STATES', 'JOB_FILES', 'JOB_ALWAYS', 'UPLOAD_FIELDS', 'OPTION_FIELDS',
+           'SERVE_FORMATS', 'PAGE', 'write_json_atomic', 'JobStore', 'JobInterrupted', 'JobPredictor', 'MapService',
+           'UploadTooLarge', 'UploadTimeout', 'TooManyPixels', 'client_name', 'receive_upload', 'job_options',
+           'public_message', 'check_upload', 'BearerToken', 'model_card', 'create_app', 'free_port', 'serving',
+           'floodseg_serve']
 
 # %% ../nbs/14_serve.ipynb #serve-07
 def write_json_atomic(path, # the JSON file to (re)write
@@ -125,7 +126,8 @@ class JobPredictor:
         return self.predictor(tiles)
 
 # %% ../nbs/14_serve.ipynb #serve-14
-JOB_FILES = {'water_prob.tif': 'prob', 'water_mask.tif': 'mask', 'quicklook.png': 'quicklook', 'outline.geojson': 'outline'}   # name in the API -> `map_scene` output
+JOB_FILES = {'water_prob.tif': 'prob', 'water_mask.tif': 'mask', 'quicklook.png': 'quicklook', 'outline.geojson': 'outline', 'item.json': 'item'}   # name in the API -> `map_scene` output
+JOB_ALWAYS = ['stac']   # formats every job writes whatever it asked for: its STAC Item (`floodseg.stac`)
 
 class MapService:
     "A bounded queue of map jobs and one worker thread that maps them one at a time with one model."
@@ -205,11 +207,11 @@ class MapService:
             paths = [d/'input'/f['stored'] for f in inp['files']]
             with SARScene(*paths, name=inp['name'], bands=o.get('bands', 'auto')) as sc:
                 res = map_scene(JobPredictor(self.predictor, o['threshold'], self.stopping), sc, d/'out', name='map',
-                                tile=o['tile'], overlap=o['overlap'], fmt=o['formats'], progress=False, timings=tm,
-                                options=dict(geojson=dict(min_area=o['min_area'])), on_step=on_step)
+                                tile=o['tile'], overlap=o['overlap'], fmt=o['formats'] + JOB_ALWAYS, progress=False, timings=tm,
+                                options=dict(geojson=dict(min_area=o['min_area']), stac=dict(model=self.model)), on_step=on_step)   # the Item records the job's model card
             result = dict(water_share=res['water_pixels'] / max(res['valid_pixels'], 1), valid_pixels=res['valid_pixels'],
                           water_pixels=res['water_pixels'], layout=res['layout'], norm=res['norm']['source'],
-                          files=[n for n, k in JOB_FILES.items() if k in res])
+                          files=[n for n, k in JOB_FILES.items() if k in res], flags=res['flags'], flags_raised=[k for k, v in res['flags'].items() if v['raised']])
             if not res['valid_pixels']: result['note'] = 'every input pixel is nodata, so the maps are all nodata'
             if 'outline' in res:
                 meta = json.loads(Path(res['outline']).read_text())['floodseg']
@@ -497,8 +499,8 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
         if st['state'] == 'failed': raise HTTPException(409, f"job {jid} failed ({st.get('error')}); it has no files")
         if st['state'] != 'done': raise HTTPException(409, f"job {jid} is {st['state']}; its files are served once it is done")
         if name not in st['result']['files']: raise HTTPException(404, f"{name}: this job did not make it (formats: {','.join(st['options']['formats'])})")
-        path = scene_outputs(store.folder(jid)/'out', 'map', st['options']['formats'])[JOB_FILES[name]]
-        media = {'.tif': 'image/tiff', '.png': 'image/png', '.geojson': 'application/geo+json'}[path.suffix]
+        path = scene_outputs(store.folder(jid)/'out', 'map', st['options']['formats'] + JOB_ALWAYS)[JOB_FILES[name]]
+        media = {'.tif': 'image/tiff', '.png': 'image/png', '.geojson': 'application/geo+json', '.json': 'application/json'}[path.suffix]
         return FileResponse(path, media_type=media, filename=f"{st['input']['name']}_{name}")
     return app
 

@@ -72,11 +72,18 @@ def water_outlines(mask:np.ndarray,    # (H, W) mask, 1 = water
                    min_area:float=MIN_AREA,   # drop polygons smaller than this many m² (0: keep all)
                    simplify:float=1.,  # Douglas-Peucker tolerance in pixels, topology kept (0: pixel edges)
                    name:str|None=None, # the scene's name, for the collection and for messages
+                   reference:np.ndarray|None=None, # (H, W) reference water on the same grid (1 = reference water): classes `flood` and `permanent` instead of `water`
                   ) -> dict:
     "GeoJSON FeatureCollection (EPSG:4326 longitude/latitude, RFC 7946) of the water polygons, largest first, each with its area in m² and mean water probability."
     if crs is None: raise FloodsegInputError(f"{name or 'the mask'}: has no CRS; GeoJSON outlines need a georeferenced scene")
     crs = CRS.from_user_input(crs)
-    polys = water_polygons(mask, transform, prob)
+    water = np.asarray(mask) == WATER
+    if reference is None: parts = {'water': water}
+    else:
+        ref = np.asarray(reference) == WATER
+        if ref.shape != water.shape: raise FloodsegInputError(f"{name or 'the mask'}: reference grid {ref.shape} does not match the mask {water.shape}")
+        parts = {'flood': water & ~ref, 'permanent': water & ref}
+    polys = pd.concat([water_polygons(m.astype(np.uint8), transform, prob).assign(cls=k) for k, m in parts.items()], ignore_index=True)
     ea = equal_area_crs(crs, rasterio.transform.array_bounds(*np.shape(mask), transform))
     polys['area_m2'] = shapely.area(_reproject(polys.geometry.values, crs, ea)) if len(polys) else 0.
     keep = polys.area_m2 >= min_area
@@ -88,11 +95,13 @@ def water_outlines(mask:np.ndarray,    # (H, W) mask, 1 = water
         g = shape(transform_geom(crs, 'EPSG:4326', mapping(g), precision=7))
         g = orient(g, 1.) if g.geom_type == 'Polygon' else shapely.MultiPolygon([orient(p, 1.) for p in g.geoms])  # cut at the antimeridian
         feats.append(dict(type='Feature', id=i, geometry=mapping(g),
-                          properties=dict(area_m2=round(float(r.area_m2), 1), n_pixels=int(r.n_pixels),
-                                          mean_water_prob=None if np.isnan(r.mean_prob) else round(float(r.mean_prob), 4))))
+                          properties={'class': r.cls, 'area_m2': round(float(r.area_m2), 1), 'n_pixels': int(r.n_pixels),
+                                      'mean_water_prob': None if np.isnan(r.mean_prob) else round(float(r.mean_prob), 4)}))
     meta = dict(scene=name, scene_crs=crs.to_string(), area_crs=ea.to_proj4(), pixel_size=[abs(transform.a), abs(transform.e)],
                 min_area_m2=min_area, simplify_px=simplify, n_polygons=len(feats), water_area_m2=round(float(polys.area_m2.sum()), 1),
-                dropped=dict(n_polygons=len(dropped), area_m2=round(float(dropped.area_m2.sum()), 1)), floodseg_version=floodseg.__version__)
+                dropped=dict(n_polygons=len(dropped), area_m2=round(float(dropped.area_m2.sum()), 1)),
+                classes={k: dict(n_polygons=int((polys.cls == k).sum()), area_m2=round(float(polys.area_m2[polys.cls == k].sum()), 1)) for k in parts},
+                floodseg_version=floodseg.__version__)
     return dict(type='FeatureCollection', name=name, floodseg=meta, features=feats)
 
 # %% ../nbs/12_vector.ipynb #vector-24
@@ -133,6 +142,7 @@ def outline_map(mask_path,   # water mask raster (1 = water), e.g. `<scene>_wate
                 max_size:int=OUTLINE_MAX_SIZE, # outline from at most this many pixels per side
                 overwrite:bool=False, # replace an existing file
                 name:str|None=None,   # the scene's name (default: the mask's file name without `_water_mask`)
+                reference_path=None,  # reference water on the mask's grid (1 = reference water): `flood` and `permanent` outlines
                 **kwargs,     # `water_outlines` options: `min_area`, `simplify`
                ) -> Path:
     "Write the GeoJSON water outlines of a mask raster and its probability raster, such as `map_scene` writes."
@@ -141,7 +151,11 @@ def outline_map(mask_path,   # water mask raster (1 = water), e.g. `<scene>_wate
     if prob_path is not None:
         prob = read_map(prob_path, max_size, Resampling.average)[0]
         if prob.shape != mask.shape: raise FloodsegInputError(f"{prob_path}: grid {prob.shape} does not match the mask {mask_path} {mask.shape}")
-    fc = water_outlines(mask, tr, crs, prob, name=name or Path(mask_path).stem.removesuffix('_water_mask'), **kwargs)
+    ref = None
+    if reference_path is not None:
+        ref = read_map(reference_path, max_size, Resampling.nearest)[0]
+        if ref.shape != mask.shape: raise FloodsegInputError(f"{reference_path}: grid {ref.shape} does not match the mask {mask_path} {mask.shape}")
+    fc = water_outlines(mask, tr, crs, prob, name=name or Path(mask_path).stem.removesuffix('_water_mask'), reference=ref, **kwargs)
     fc['floodseg']['reduced_by'] = round(f, 3)
     return write_geojson(fc, out, overwrite)
 
@@ -151,6 +165,6 @@ def geojson_writer(raw:dict,  # the scene's raw maps: `prob` and `mask` GeoTIFFs
                    scene,     # the `SARScene`
                    **kwargs,  # `outline_map` options: `min_area`, `simplify`, `max_size`
                   ) -> dict:
-    "The `geojson` format of `map_scene` (`floodseg.scene.WRITERS`): water outlines of the scene's raw mask, with its probability."
+    "The `geojson` format of `map_scene` (`floodseg.scene.WRITERS`): water outlines of the scene's raw mask, with its probability (classes `flood` and `permanent` when the scene has reference water)."
     if scene.crs is None: raise FloodsegInputError(f"{scene.paths[0]}: has no CRS; GeoJSON outlines need a georeferenced scene")
-    return dict(outline=outline_map(raw['mask'], tmp/'outline.geojson', raw['prob'], name=scene.name, **kwargs))
+    return dict(outline=outline_map(raw['mask'], tmp/'outline.geojson', raw['prob'], name=scene.name, reference_path=raw.get('reference'), **kwargs))

@@ -13,14 +13,15 @@ from .io import *
 from .radiometry import image_stats, standardise
 
 # %% auto #0
-__all__ = ['WATER_COLOUR', 'NODATA_COLOUR', 'DRY_COLOUR', 'TP_COLOUR', 'FP_COLOUR', 'FN_COLOUR', 'FALSE_COLOUR_RANGES',
-           'ERROR_LEGEND', 'PROB_CMAP', 'DISPLAY_DB', 'false_colour', 'label_colour', 'error_colour', 'prob_colour',
-           'overlay', 'display_db']
+__all__ = ['WATER_COLOUR', 'NODATA_COLOUR', 'DRY_COLOUR', 'PERMANENT_COLOUR', 'TP_COLOUR', 'FP_COLOUR', 'FN_COLOUR',
+           'FALSE_COLOUR_RANGES', 'ERROR_LEGEND', 'PROB_CMAP', 'DISPLAY_DB', 'false_colour', 'label_colour',
+           'error_colour', 'prob_colour', 'overlay', 'display_db']
 
 # %% ../nbs/02_viz.ipynb #8451d69d
 WATER_COLOUR = '#1f78ff'
 NODATA_COLOUR = '#ff00ff'
 DRY_COLOUR = '#000000'
+PERMANENT_COLOUR = '#a6cee3'   # water that the reference water layer has too (pale blue beside the flood's blue)
 TP_COLOUR, FP_COLOUR, FN_COLOUR = '#ffffff', '#ff7f00', '#00e5ff'
 # DrivenData tutorial ranges for the composite: VV, VH in dB and the VV/VH ratio
 FALSE_COLOUR_RANGES = ((-23., 0.), (-28., -5.), (0.2, 1.))
@@ -80,10 +81,12 @@ def prob_colour(prob,                         # water probability (H, W); NaN = 
 def overlay(rgb:np.ndarray,  # false-colour (H, W, 3) image
             mask:np.ndarray, # uint8 (H, W): 1 water, 0 not, 255 nodata
             alpha:float=0.6, # opacity of the water colour
+            reference:np.ndarray|None=None, # bool (H, W): reference (permanent) water; model water there is drawn in `PERMANENT_COLOUR`
            ) -> np.ndarray:
-    "`rgb` with water in `WATER_COLOUR` at `alpha` and nodata in `NODATA_COLOUR`."
-    rgb = rgb.copy()
-    rgb[mask == WATER] = (1 - alpha) * rgb[mask == WATER] + alpha * np.array(to_rgb(WATER_COLOUR))
+    "`rgb` with water in `WATER_COLOUR` at `alpha` (in `PERMANENT_COLOUR` where `reference` is water) and nodata in `NODATA_COLOUR`."
+    rgb, water = rgb.copy(), mask == WATER
+    perm = water & np.asarray(reference, bool) if reference is not None else np.zeros_like(water)
+    for m, c in [(water & ~perm, WATER_COLOUR), (perm, PERMANENT_COLOUR)]: rgb[m] = (1 - alpha) * rgb[m] + alpha * np.array(to_rgb(c))
     rgb[mask == IGNORE] = to_rgb(NODATA_COLOUR)
     return rgb
 
