@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Generalisation protocol: can a recipe map a flood event it has never seen?
 
-One run = one recipe, one fold, one seed, a fixed CPU budget. It trains from random initialisation (no ImageNet
+One run = one recipe, one fold, one seed, a fixed budget: CPU minutes (`--budget`), or optimizer steps (`--steps`, the
+same training on any machine; a CPU budget is not: 8 CPU-min were ~240 steps with AVX512-BF16 and ~50 with AVX2 only). It trains from random initialisation (no ImageNet
 weights offline) on the fold's training events only, validating on whole spatial blocks inside them
 (`floodseg.data.spatial_split`), and scores the held-out event(s). The held-out event never chooses anything: the
 model is the last one of the budget, its decision threshold is 0.5 or is chosen on the training events' validation
@@ -22,9 +23,10 @@ VH threshold on raw values (on same-unit training chips), and one VV and one VH 
 values (`norm='auto'`). `best_threshold_iou` is the best of those four on the test data, which favours the baseline.
 
     OMP_NUM_THREADS=1 python bench/protocol.py --recipe auto --fold nal --seed 0 --budget 8
+    OMP_NUM_THREADS=1 python bench/protocol.py --recipe auto --fold db1 --seed 0 --steps 50
     python bench/protocol.py --table   # summarise bench/protocol/runs/*.json into bench/PROTOCOL.md
 
-Results: bench/protocol/runs/<recipe>_<fold>_s<seed>_b<budget>.json (and the model under bench/protocol/models/).
+Results: bench/protocol/runs/<recipe>_<fold>_s<seed>_b<budget>.json or ..._n<steps>.json (and the model under bench/protocol/models/).
 """
 import json, resource, time, warnings, os
 from pathlib import Path
@@ -306,8 +308,8 @@ def rescore_cap(name):
     print(f"{name}: IoU {r['model']['iou']:.3f}, at the training events' water share {r['model_cap']['iou']:.3f}"
           + (" (same statistics)" if r['model_cap']['same_statistics'] else ''), flush=True)
 
-def run(recipe, fold, seed, budget, tta=False, adapt=0.):
-    name = f"{recipe}_{fold}_s{seed}_b{budget:g}" + (f"_a{adapt:g}" if adapt else '')
+def run(recipe, fold, seed, budget, tta=False, adapt=0., steps=None):
+    name = f"{recipe}_{fold}_s{seed}_" + (f"n{steps}" if steps else f"b{budget:g}") + (f"_a{adapt:g}" if adapt else '')
     rc = RECIPES[recipe]
     base = baselines(fold)
     train, test = fold_chips(fold)
@@ -323,7 +325,7 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
         if rc['jitter']: dls.train.after_batch.add(RadiometricJitter(0.25 * rc['jitter'], 0.15 * rc['jitter']))
         learn = flood_learner(dls, arch=rc['arch'], pretrained=False, cut=rc['cut'], last_cross=rc['last_cross'], loss=rc['loss'],
                               path=OUT/'models')
-    budget_cb = CPUBudget(budget)
+    budget_cb = StepBudget(steps) if steps else CPUBudget(budget)   # steps: the same training on any machine
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(100_000, rc['lr'], cbs=[budget_cb] + ([WeightEMA(rc['ema'])] if rc.get('ema') else []))
     train_cpu, train_wall = (time.process_time() - c0) / 60, (time.time() - t0) / 60
@@ -337,7 +339,7 @@ def run(recipe, fold, seed, budget, tta=False, adapt=0.):
         hv.add(p, c.label)
         for k, v in confusion(np.nan_to_num(p), c.label).items(): cv[k] += v
     thr_valid, valid_iou = choose_threshold(hv), scores(**cv)['iou']
-    res = dict(name=name, recipe=recipe, options=rc, fold=fold, seed=seed, budget_cpu_min=budget, steps=budget_cb.steps,
+    res = dict(name=name, recipe=recipe, options=rc, fold=fold, seed=seed, budget_cpu_min=None if steps else budget, budget_steps=steps, steps=budget_cb.steps,
                epochs=len(learn.recorder.values), train_tiles=len(dls.train_ds), valid_tiles=len(dls.valid_ds),
                train_cpu_min=train_cpu, train_wall_min=train_wall, torch_threads=torch.get_num_threads(),
                threshold_valid=thr_valid, valid_iou_at_05=valid_iou, baselines=base, floodseg_version=floodseg.__version__,
@@ -402,10 +404,19 @@ def _fmt(m, sd, n): return f"{m:.3f} ± {sd:.3f} ({n})" if n > 1 else f"{m:.3f} 
 SAME_ON_ETCI = {'auto_land': 'auto', 'scene': 'auto', 'auto_ce_land': 'auto_ce', 'bal_c3_jitter': 'auto_ce_land_c3_jitter',
                 'balrough_c3_jitter': 'rough_c3_jitter', 'balrough2_c3_jitter': 'rough2_c3_jitter'}   # balance: uniform weights on one event, so the same training there
 
+def budget_label(r:dict) -> str:
+    "A run's budget as the tables name it: '8 CPU-min' (process CPU time, `CPUBudget`) or '50 steps' (`StepBudget`, the same on any machine)."
+    return f"{r['budget_steps']} steps" if r.get('budget_steps') else f"{r['budget_cpu_min']:g} CPU-min"
+
+def budget_key(label:str):
+    "Sort budgets: CPU minutes first, then steps, each by size."
+    n, unit = label.split(' ', 1)
+    return (unit == 'steps', float(n))
+
 def runs_frame(runs_dir=None):
     "One row per run: recipe, fold, seed, budget, held-out IoU at 0.5 / validation threshold / prior-corrected threshold, cost."
     runs = [json.loads(f.read_text()) for f in sorted(Path(runs_dir or OUT/'runs').glob('*.json'))]
-    return pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], iou=r['model']['iou'],
+    return pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=budget_label(r), iou=r['model']['iou'],
                               iou_tv=r['model_tv']['iou'], iou_pc=r.get('model_pc', {}).get('iou', np.nan),
                               iou_cap=r.get('model_cap', {}).get('iou', np.nan), thr=r['baselines']['best_threshold_iou'],
                               precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
@@ -466,7 +477,7 @@ def chip_frame(runs_dir=None):
     for f in sorted(Path(runs_dir or OUT/'runs').glob('*.json')):
         r = json.loads(f.read_text())
         for chip, s in r.get('per_chip', {}).items():
-            row = dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=r['budget_cpu_min'], steps=r['steps'], chip=chip, water=s['model']['water_share'])
+            row = dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=budget_label(r), steps=r['steps'], chip=chip, water=s['model']['water_share'])
             for m in ['model'] + BASELINES: row |= {f'{m}_iou': s[m]['iou'], f'{m}_recall': s[m]['recall'], f'{m}_fw': s[m]['pred_water_share']}
             rows.append(row)
     return pd.DataFrame(rows)
@@ -512,7 +523,7 @@ def chip_summary(cf):
         rows.append(dict(recipe=rec, budget=budget, seeds=g.seed.nunique(), chips=len(m), steps=g.steps.mean(), wtl=tally(m), wtl_all=tally(g),
                          iou=wet.model_iou.mean(), recall=wet.model_recall.mean(), best_thr=wet[[f'{k}_iou' for k in BASELINES]].max(axis=1).mean(),
                          paired='–' if rec == DEFAULT or len(pg) < 2 else f"{pg.mean():+.3f} ± {pg.std(ddof=1) / np.sqrt(len(pg)):.3f} ({len(pg)})"))
-    return pd.DataFrame(rows).sort_values(['budget', 'iou'], ascending=[True, False])
+    return pd.DataFrame(rows).sort_values(['budget', 'iou'], ascending=[True, False], key=lambda c: c.map(budget_key) if c.name == 'budget' else c)
 
 RULES = {'model': 'the model at 0.5', 'model_or_vh22': 'or VH < -22 dB', 'model_at_vh22': 'VH < -22 dB where p > 0.2',
          'model_or_split': "or the chip's bimodal VH split", 'model_at_split': 'the split where p > 0.2', 'split': 'the bimodal split alone'}
@@ -552,10 +563,10 @@ def chip_markdown(cf=None):
              "fixed VH < -22 dB, fixed VV < -15 dB, and Otsu on the chip's own VV and VH (the best of the four, chosen on the chip itself, favours the "
              f"thresholds). A win or a loss is a difference of more than {TIE} IoU; a chip without labelled water is judged by its false-water share "
              "(the share of its valid pixels called water, lower is better). `W / T / L` counts chips with the seeds' mean IoU; `all seeds` counts every chip and seed.", "",
-             "| recipe | CPU-min | steps | seeds | chips | W / T / L (seed means) | W / T / L (all seeds) | mean IoU, wet chips | mean recall, wet chips | best threshold, wet chips | paired gain over the default (± se, chip-seeds) |",
+             "| recipe | budget | steps | seeds | chips | W / T / L (seed means) | W / T / L (all seeds) | mean IoU, wet chips | mean recall, wet chips | best threshold, wet chips | paired gain over the default (± se, chip-seeds) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in s.itertuples():
-        lines.append(f"| {r.recipe} | {r.budget:g} | {r.steps:.0f} | {r.seeds} | {r.chips} | {r.wtl} | {r.wtl_all} | **{r.iou:.3f}** | {r.recall:.3f} | {r.best_thr:.3f} | {r.paired} |")
+        lines.append(f"| {r.recipe} | {r.budget} | {r.steps:.0f} | {r.seeds} | {r.chips} | {r.wtl} | {r.wtl_all} | **{r.iou:.3f}** | {r.recall:.3f} | {r.best_thr:.3f} | {r.paired} |")
     lines.append("")
     for rec in s.recipe.unique(): lines += chip_table_md(cf, rec)
     return lines
@@ -568,7 +579,8 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
              f"({len(df)} runs). Machine: 2 CPU cores (AMD EPYC with AVX512-BF16: bf16 training, about 240 optimizer steps in 8 CPU-min), no GPU; each run one torch thread, two runs side by side, niced; "
              "**except the dB folds and the `bal`/`rough`/`balrough` recipes (2026-12-04), which ran on an AMD EPYC with AVX2 only (`lscpu`): fp32 training, about 50 steps "
              "in 8 CPU-min (the `steps` and `epochs` columns). Compare those runs with each other, not with the older ones: a CPU budget is not the same training on another CPU.** "
-             "the budget is process CPU time (`floodseg.learner.CPUBudget`). Water IoU pooled over every valid labelled pixel of the held-out event(s); "
+             "A CPU budget is process CPU time (`floodseg.learner.CPUBudget`); a step budget (`--steps`, tables headed 'N steps') is a number of optimizer steps "
+             "(`floodseg.learner.StepBudget`), the same training on any machine. Water IoU pooled over every valid labelled pixel of the held-out event(s); "
              "the model is the last of the budget. Folds: `nal` = train nebraska, test northal; `neb` = train northal, "
              "test nebraska; `s1` = train both ETCI events + STAC Overflow, test the 11 Sen1Floods11 chips. mean ± sd over seeds (n). "
              "† = an ETCI-only fold of a recipe that differs from another only for dB data (its land statistics): the other recipe's runs stand in "
@@ -581,18 +593,18 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
         lines.append(f"| {f} | {cell('raw_vv')} | {cell('raw_vh')} | {cell('z_vv')} | {cell('z_vh')} | **{b['best_threshold_iou']:.3f}** |")
     lines += ["", "`best on the test data` picks the best of the four on the held-out event itself, which favours the baseline; the "
               "model is compared with it.", ""]
-    for budget in sorted(df.budget.unique()):
+    for budget in sorted(df.budget.unique(), key=budget_key):
         for policy, what in [('iou_cap', "decision threshold 0.5, a test scene wetter than the training events standardised at their water share "
                                         "(`floodseg.radiometry.at_water_share`, the library's rule now)"),
                              ('iou', 'decision threshold 0.5, the rule before `at_water_share` (a scene\'s own all-pixel statistics at any water share)'), ('iou_pc', 'prior-corrected threshold (w1 / (w0 + w1) for class-weighted CE, else 0.5)'),
                              ('iou_tv', 'threshold chosen on the training events\' validation blocks')]:
-            lines += [f"## {budget:g} CPU-minutes of training, {what}", "", recipe_markdown(df, budget, policy), ""]
+            lines += [f"## {budget} of training, {what}", "", recipe_markdown(df, budget, policy), ""]
     lines += chip_markdown()
     lines += rule_markdown()
     lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
     for r, what in LEVERS.items():
         g = df[df.recipe == r]
-        done = ', '.join(f"{f}@{b:g}: {len(x)}" for (f, b), x in g.groupby(['fold', 'budget'])) if len(g) else 'not run yet'
+        done = ', '.join(f"{f}@{b}: {len(x)}" for (f, b), x in g.groupby(['fold', 'budget'])) if len(g) else 'not run yet'
         if len(g) and r in SAME_ON_ETCI: done += f" (ETCI folds: `{SAME_ON_ETCI[r]}`'s runs)"
         lines.append(f"| {r} | {what} | {done} |")
     lines.append("")
@@ -687,6 +699,7 @@ def main(recipe:str='auto',  # a key of RECIPES
          fold:str='nal',     # a key of FOLDS
          seed:int=0,         # random seed
          budget:float=8.,    # CPU minutes of training
+         steps:int=0,        # or: this many optimizer steps (`StepBudget`: the same training on any machine; runs named _n<steps>)
          tta:bool=False,     # also score with 8-fold dihedral TTA
          adapt:float=0.,     # then self-train this many CPU minutes on the test event's tiles (without labels) and score again
          table_only:bool=False, # only print the summary table of the runs so far
@@ -709,4 +722,4 @@ def main(recipe:str='auto',  # a key of RECIPES
     if adapt_model: return adapt_run(adapt_model, adapt or 2., lo, hi, adapt_lr)
     if ensemble: return ensemble_run(recipe, fold, budget)
     if recipe not in RECIPES: raise SystemExit(f"unknown recipe {recipe!r}; known: {sorted(RECIPES)}")
-    run(recipe, fold, seed, budget, tta=tta, adapt=adapt)
+    run(recipe, fold, seed, budget, tta=tta, adapt=adapt, steps=steps or None)

@@ -39,10 +39,12 @@ def protocol_rows(recipe):
             if row[f]: m, sd, n, _ = row[f]; out[(budget, f)] = (n, float(m), float(sd) if n > 1 else float('nan'), base[f])
     return out
 
+DB_BUDGET = '8 CPU-min'   # the dB folds' runs the card reports (`protocol.budget_label`)
+
 def db_folds(recipe):
     "The protocol's dB folds for `recipe` (every usable labelled dB chip held out once): wins / ties / losses, means and per-chip rows, or None."
     cf = chip_frame()
-    cf = cf[cf.budget == 8]
+    cf = cf[cf.budget == DB_BUDGET]
     if not (cf.recipe == recipe).any(): return None
     s = chip_summary(cf).set_index('recipe').loc[recipe]
     m = cf[cf.recipe == recipe].groupby(['fold', 'chip']).mean(numeric_only=True).reset_index()
@@ -100,7 +102,7 @@ def validation_by_event(model, root, seed, valid_pct=0.15):
 def refresh_card():
     "Rewrite the shipped model's card and `model_card` entry with the protocol's current scores and cost (weights untouched)."
     cfg = json.loads((DEST/CONFIG_FILE).read_text()); mc = cfg['model_card']
-    mc['protocol'] = {f"{f}@{b:g}": dict(n=n, mean=m, sd=s, best_threshold=t) for (b, f), (n, m, s, t) in protocol_rows(mc['recipe']).items()}
+    mc['protocol'] = {f"{f}@{b}": dict(n=n, mean=m, sd=s, best_threshold=t) for (b, f), (n, m, s, t) in protocol_rows(mc['recipe']).items()}
     mc['db_folds'] = db_folds(mc['recipe'])
     if (PROTO/'cost.json').exists(): mc['cost'] = json.loads((PROTO/'cost.json').read_text()).get(mc['recipe'], {})
     if shared_data() is not None: mc['validation_by_event'] = validation_by_event(DEST, shared_data(), mc['seed'])
@@ -273,7 +275,7 @@ def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
                              cpu_minutes=metrics.get('cpu_minutes'), n_train=metrics['n_train'], n_valid=metrics['n_valid'],
                              validation_iou_last=metrics['best_epoch']['water_iou'], weights_dtype='float16' if mb32 > 16 else 'float32',
                              max_prob_difference_from_float32=diff,
-                             protocol={f"{f}@{b:g}": dict(n=n, mean=m, sd=s, best_threshold=t) for (b, f), (n, m, s, t) in rows.items()},
+                             protocol={f"{f}@{b}": dict(n=n, mean=m, sd=s, best_threshold=t) for (b, f), (n, m, s, t) in rows.items()},
                              cost=cost, trained=time.strftime('%Y-%m-%d'), db_folds=db_folds(recipe))
     cfg['model_card']['validation_by_event'] = validation_by_event(stage, root, seed)
     (stage/CONFIG_FILE).write_text(json.dumps(cfg, indent=1, default=float))

@@ -32,7 +32,8 @@ __all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'WEIGHTS_FILE', '
            'SARLoss', 'WaterIoU', 'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16',
            'resolve_precision', 'inference_autocast', 'apply_precision', 'sar_loss', 'training_data', 'flood_learner',
            'model_cost', 'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'load_model',
-           'update_model_config', 'CPUBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood']
+           'update_model_config', 'CPUBudget', 'StepBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress',
+           'fit_flood']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -393,22 +394,41 @@ class CPUBudget(Callback):
     def _over(self) -> bool:
         "Is the budget spent? (never before the first training batch, so that there are always weights to validate)"
         self.spent = (time.process_time() - self.t0) / 60
-        return self.steps > 0 and self.spent >= self.minutes
+        return self.steps > 0 and self._share() >= 1
+    def _share(self) -> float: return self.spent / self.minutes   # the schedule's position
+    def _what(self) -> str: return f"CPU budget of {self.minutes:g} min"
+    def eta(self, elapsed:float) -> str:
+        "How much of the budget is spent and about how many minutes are left, `elapsed` wall minutes into the fit (for `TextProgress`)."
+        spent = (time.process_time() - self.t0) / 60   # now, not at the batch's start
+        return f"CPU budget {spent:.2f} of {self.minutes:g} min spent, about {max(self.minutes - spent, 0) * elapsed / max(spent, 1e-9):.1f} min left"
     def before_epoch(self):
-        if self.stopped is None and self._over(): self.stopped = f"CPU budget of {self.minutes:g} min spent after {self.epoch} whole epochs"
+        if self.stopped is None and self._over(): self.stopped = f"{self._what()} spent after {self.epoch} whole epochs"
         if self.stopped: raise CancelFitException()
     def before_batch(self):
         if not self.training: return
         if self._over():
             per_epoch, self.partial = self.spent / self.steps * self.n_iter, self.iter / self.n_iter
-            self.stopped = (f"CPU budget of {self.minutes:g} min spent in epoch {self.epoch} after {self.iter} of {self.n_iter} training batches "
+            self.stopped = (f"{self._what()} spent in epoch {self.epoch} after {self.iter} of {self.n_iter} training batches "
                             f"({self.iter / self.n_iter:.0%}; one epoch takes about {per_epoch:.1f} CPU min here): the weights reached are validated and kept")
             raise CancelTrainException()   # fastai skips the rest of the epoch's training, validates and records it; `before_epoch` then stops
-        self.learn.pct_train = min(self.spent / self.minutes, 1 - 1e-6)
+        self.learn.pct_train = min(self._share(), 1 - 1e-6)
     def after_train(self):   # runs before the Recorder's (order 50), after its `after_cancel_train`, which would leave the epoch's row without its train_loss
         if self.stopped and hasattr(self.learn, 'recorder'): self.learn.recorder.cancel_train = False   # the batches trained have a smoothed loss: keep it
     def after_batch(self):
         if self.training: self.steps += 1
+
+
+# %% ../nbs/04_learner.ipynb #step-budget-01
+class StepBudget(CPUBudget):
+    "Drive one-cycle schedules by the share of `n` optimizer steps taken, the same training on any machine; after the last, validate the weights reached and stop."
+    def __init__(self, n:int): # optimizer steps (training batches) for the whole fit
+        if not n > 0: raise ValueError(f"the step budget must be > 0 steps, not {n}")
+        store_attr()
+    def _share(self) -> float: return self.steps / self.n
+    def _what(self) -> str: return f"step budget of {self.n} steps"
+    def eta(self, elapsed:float) -> str:
+        "Steps taken and about how many minutes are left, `elapsed` wall minutes into the fit (for `TextProgress`)."
+        return f"step {self.steps} of {self.n}, about {elapsed * (self.n - self.steps) / max(self.steps, 1):.1f} min left"
 
 
 # %% ../nbs/04_learner.ipynb #1bf06812
@@ -446,9 +466,7 @@ class TextProgress(Callback):
         if self.quiet or not self.training or time.time() - self.last < self.every: return
         self.last, el = time.time(), (time.time() - self.t0) / 60
         b = next((c for c in self.learn.cbs if isinstance(c, CPUBudget)), None)
-        if b:
-            spent = (time.process_time() - b.t0) / 60   # now, not at the batch's start
-            eta = f"CPU budget {spent:.2f} of {b.minutes:g} min spent, about {max(b.minutes - spent, 0) * el / max(spent, 1e-9):.1f} min left"
+        if b: eta = b.eta(el)
         else:
             done = (self.epoch + (self.iter + 1) / self.n_iter) / self.n_epoch
             eta = f"about {el * (1 - done) / done:.1f} min left (epoch {self.n_epoch - 1} is the last)"
@@ -466,11 +484,13 @@ def fit_flood(learn,                # a `flood_learner`
               cbs:list|None=None,   # more callbacks
               keep_best:bool=True,  # reload the epoch with the best validation water IoU at the end (False: keep the last)
               budget:float|None=None, # CPU minutes for the unfrozen phase instead of `epochs` (`CPUBudget`)
+              steps:int|None=None,  # or: optimizer steps for the unfrozen phase instead of `epochs` (`StepBudget`; the same training on any machine)
               progress:bool|None=None, # fastai's progress bars (True) or plain lines (`TextProgress`, False); None: bars on a terminal or in Jupyter, lines in a log
               every:float=30.,      # seconds between heartbeat lines without bars
              ):
-    "Train with one-cycle schedules (over `epochs`, or over a CPU `budget`), keeping the epoch with the best validation water IoU (or the last); returns the learning rate used."
+    "Train with one-cycle schedules (over `epochs`, a CPU `budget` or a number of `steps`), keeping the epoch with the best validation water IoU (or the last); returns the learning rate used."
     bars = on_terminal() if progress is None else progress
+    if budget and steps: raise ValueError("give a CPU budget or a number of steps, not both")
     with (contextlib.nullcontext() if bars else learn.no_bar()), rank0_stdout():
         if lr is None:
             say("lr=None: choosing the learning rate with fastai's lr_find (up to 100 training batches) before training")
@@ -479,7 +499,7 @@ def fit_flood(learn,                # a `flood_learner`
         cbs = L(cbs) + ([] if bars else [TextProgress(every)])
         cbs += [SaveModelCallback(monitor='water_iou', comp=np.greater, fname='best', with_opt=False)] if keep_best else []
         if patience: cbs += EarlyStoppingCallback(monitor='water_iou', comp=np.greater, patience=patience)
-        if budget: epochs, cbs = 100_000, cbs + [CPUBudget(budget)]
+        if budget or steps: epochs, cbs = 100_000, cbs + [StepBudget(steps) if steps else CPUBudget(budget)]
         if learn.floodseg_config['pretrained']:
             learn.freeze(); learn.fit_one_cycle(freeze_epochs, lr, cbs=[c for c in cbs if not isinstance(c, CPUBudget)])
             learn.unfreeze(); learn.fit_one_cycle(epochs, slice(lr / 10, lr), cbs=cbs)
