@@ -30,10 +30,10 @@ from .cli import check_args
 
 # %% auto #0
 __all__ = ['log', 'INTERRUPTED', 'UNREADABLE', 'STATES', 'JOB_FILES', 'JOB_ALWAYS', 'UPLOAD_FIELDS', 'OPTION_FIELDS',
-           'SERVE_FORMATS', 'PAGE', 'write_json_atomic', 'JobStore', 'JobInterrupted', 'JobPredictor', 'MapService',
-           'UploadTooLarge', 'UploadTimeout', 'TooManyPixels', 'client_name', 'receive_upload', 'job_options',
-           'public_message', 'check_upload', 'BearerToken', 'model_card', 'create_app', 'free_port', 'serving',
-           'floodseg_serve']
+           'SERVE_FORMATS', 'PAGE', 'write_json_atomic', 'JobStore', 'JobInterrupted', 'JobPredictor', 'job_formats',
+           'MapService', 'UploadTooLarge', 'UploadTimeout', 'TooManyPixels', 'client_name', 'receive_upload',
+           'job_options', 'public_message', 'check_upload', 'BearerToken', 'model_card', 'create_app', 'free_port',
+           'serving', 'floodseg_serve']
 
 # %% ../nbs/14_serve.ipynb #serve-07
 def write_json_atomic(path, # the JSON file to (re)write
@@ -126,8 +126,13 @@ class JobPredictor:
         return self.predictor(tiles)
 
 # %% ../nbs/14_serve.ipynb #serve-14
-JOB_FILES = {'water_prob.tif': 'prob', 'water_mask.tif': 'mask', 'quicklook.png': 'quicklook', 'outline.geojson': 'outline', 'item.json': 'item'}   # name in the API -> `map_scene` output
+JOB_FILES = {'water_prob.tif': 'prob', 'water_mask.tif': 'mask', 'quicklook.png': 'quicklook', 'outline.geojson': 'outline', 'item.json': 'item',
+             'flood_mask.tif': 'flood'}   # name in the API -> `map_scene` output
 JOB_ALWAYS = ['stac']   # formats every job writes whatever it asked for: its STAC Item (`floodseg.stac`)
+
+def job_formats(st:dict) -> list:
+    "The formats job `st` writes: those asked for, its STAC Item, and the flood mask when a reference water raster came with the scene."
+    return st['options']['formats'] + JOB_ALWAYS + (['flood'] if st['input'].get('reference') else [])
 
 class MapService:
     "A bounded queue of map jobs and one worker thread that maps them one at a time with one model."
@@ -196,6 +201,7 @@ class MapService:
 
     def _run(self, jid):
         d, st, tm, started, last = self.store.folder(jid), self.store.get(jid), {}, _now(), [0.]
+        ref = (st.get('input') or {}).get('reference')   # the reference water raster's upload, if one came
         def on_step(done, total):   # after every batch of tiles, nodata or not: the stop flag, and the progress (on disk at most twice a second)
             if self.stopping.is_set(): raise JobInterrupted(INTERRUPTED)
             now = time.monotonic()
@@ -207,18 +213,20 @@ class MapService:
             paths = [d/'input'/f['stored'] for f in inp['files']]
             with SARScene(*paths, name=inp['name'], bands=o.get('bands', 'auto')) as sc:
                 res = map_scene(JobPredictor(self.predictor, o['threshold'], self.stopping), sc, d/'out', name='map',
-                                tile=o['tile'], overlap=o['overlap'], fmt=o['formats'] + JOB_ALWAYS, progress=False, timings=tm,
-                                options=dict(geojson=dict(min_area=o['min_area']), stac=dict(model=self.model)), on_step=on_step)   # the Item records the job's model card
+                                tile=o['tile'], overlap=o['overlap'], fmt=job_formats(st), progress=False, timings=tm,
+                                options=dict(geojson=dict(min_area=o['min_area']), stac=dict(model=self.model)), on_step=on_step,   # the Item records the job's model card
+                                **(dict(reference=d/'input'/ref['stored']) if ref else {}))
             result = dict(water_share=res['water_pixels'] / max(res['valid_pixels'], 1), valid_pixels=res['valid_pixels'],
                           water_pixels=res['water_pixels'], layout=res['layout'], norm=res['norm']['source'],
                           files=[n for n, k in JOB_FILES.items() if k in res], flags=res['flags'], flags_raised=[k for k, v in res['flags'].items() if v['raised']])
             if not res['valid_pixels']: result['note'] = 'every input pixel is nodata, so the maps are all nodata'
+            if ref: result.update(flood_share=res['reference']['flood_pixels'] / max(res['valid_pixels'], 1))
             if 'outline' in res:
                 meta = json.loads(Path(res['outline']).read_text())['floodseg']
                 result.update(n_polygons=meta['n_polygons'], water_area_m2=meta['water_area_m2'])
             end = dict(state='done', stage='done', progress=1., result=result)
         except JobInterrupted: end = dict(state='failed', stage='interrupted', error=INTERRUPTED)
-        except FloodsegInputError as e: end = dict(state='failed', stage='failed', error=public_message(str(e), st['input']['files'], d))
+        except FloodsegInputError as e: end = dict(state='failed', stage='failed', error=public_message(str(e), st['input']['files'] + ([ref] if ref else []), d))
         except OSError as e:
             log.exception(f'job {jid}: could not write')
             end = dict(state='failed', stage='failed', error=f"the server could not write this job's files ({e.strerror or type(e).__name__}); the server log has the details")
@@ -234,7 +242,7 @@ class MapService:
             self.store.update(jid, persist=False, **end)
 
 # %% ../nbs/14_serve.ipynb #serve-17
-UPLOAD_FIELDS = ('scene', 'vv', 'vh')   # the file fields: one 2-band scene, or a VV and a VH file
+UPLOAD_FIELDS = ('scene', 'vv', 'vh', 'reference')   # the file fields: one 2-band scene, or a VV and a VH file; and an optional reference water raster
 OPTION_FIELDS = ('tile', 'overlap', 'threshold', 'formats', 'min_area', 'bands')
 SERVE_FORMATS = ('cog', 'geojson')
 
@@ -275,7 +283,7 @@ async def receive_upload(request:Request, # the upload request
         cur['name'] = name = opts.get(b'name', b'').decode('utf-8', 'replace')
         if len(files) + len(texts) >= max_parts: raise ValueError(f'more than {max_parts} parts')
         if b'filename' in opts:
-            if name not in UPLOAD_FIELDS: raise ValueError(f"unknown file field {name!r}: send 'scene' (a 2-band VV/VH GeoTIFF), or 'vv' and 'vh'")
+            if name not in UPLOAD_FIELDS: raise ValueError(f"unknown file field {name!r}: send 'scene' (a 2-band VV/VH GeoTIFF), or 'vv' and 'vh', and optionally 'reference'")
             if name in files: raise ValueError(f'the file field {name!r} was sent twice')
             files[name] = dict(field=name, name=client_name(opts[b'filename'], f'{name}.tif'), stored=f'{name}.tif', bytes=0)
             cur['file'] = open(folder/f'{name}.tif', 'wb')
@@ -355,11 +363,12 @@ def check_upload(files:dict, # the upload's files, by field (`receive_upload`)
                  max_pixels:int|None=None, # the most pixels (height x width) this server maps; `TooManyPixels` above (None: no limit)
                  bands:str='auto', # what the bands hold (`SARScene`, `BAND_ORDERS`)
                 ) -> dict:
-    "Open the upload as `SARScene` does; its `name`, `kind`, `units`, `shape`, `crs` and `files`, or `FloodsegInputError` naming the client's files."
+    "Open the upload as `SARScene` does; its `name`, `kind`, `units`, `shape`, `crs`, `files` and `reference` (an optional reference water raster, checked with `check_reference`), or `FloodsegInputError` naming the client's files."
+    files = dict(files); ref = files.pop('reference', None)
     fields = ['scene'] if 'scene' in files else ['vv', 'vh']
     if set(files) != set(fields):
-        raise FloodsegInputError("send one file field 'scene' (a 2-band GeoTIFF: band 1 VV, band 2 VH, in dB) or two, 'vv' and 'vh' (1-band GeoTIFFs on one grid); "
-                                 f"got {', '.join(sorted(files)) or 'no file'}")
+        raise FloodsegInputError("send one file field 'scene' (a 2-band GeoTIFF: band 1 VV, band 2 VH, in dB) or two, 'vv' and 'vh' (1-band GeoTIFFs on one grid), "
+                                 f"and optionally 'reference' (a reference water raster); got {', '.join(sorted(files)) or 'no file'}")
     fs = [files[k] for k in fields]
     if max_pixels:   # from the header alone, before SARScene reads a pixel: a small sparse file may declare 10^10 of them
         try:
@@ -371,9 +380,10 @@ def check_upload(files:dict, # the upload's files, by field (`receive_upload`)
             if 'geojson' in formats and sc.crs is None:
                 raise FloodsegInputError(f"{sc.paths[0]}: has no CRS; GeoJSON outlines need a georeferenced scene (or ask for formats=cog)")
             info = dict(kind=sc.kind, units=LAYOUTS[sc.kind].units, shape=list(sc.shape), crs=sc.crs.to_string() if sc.crs else None)
-    except FloodsegInputError as e: raise FloodsegInputError(public_message(str(e), fs, folder)) from None
+            if ref: check_reference(folder/'input'/ref['stored'], sc)
+    except FloodsegInputError as e: raise FloodsegInputError(public_message(str(e), fs + ([ref] if ref else []), folder)) from None
     stem = Path(fs[0]['name']).stem
-    return dict(name=re.sub(r'_vv$', '', stem, flags=re.I) if len(fs) == 2 else stem, **info, files=fs)
+    return dict(name=re.sub(r'_vv$', '', stem, flags=re.I) if len(fs) == 2 else stem, **info, files=fs, reference=ref)
 
 # %% ../nbs/14_serve.ipynb #serve-25
 class BearerToken:
@@ -499,7 +509,7 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
         if st['state'] == 'failed': raise HTTPException(409, f"job {jid} failed ({st.get('error')}); it has no files")
         if st['state'] != 'done': raise HTTPException(409, f"job {jid} is {st['state']}; its files are served once it is done")
         if name not in st['result']['files']: raise HTTPException(404, f"{name}: this job did not make it (formats: {','.join(st['options']['formats'])})")
-        path = scene_outputs(store.folder(jid)/'out', 'map', st['options']['formats'] + JOB_ALWAYS)[JOB_FILES[name]]
+        path = scene_outputs(store.folder(jid)/'out', 'map', job_formats(st))[JOB_FILES[name]]
         media = {'.tif': 'image/tiff', '.png': 'image/png', '.geojson': 'application/geo+json', '.json': 'application/json'}[path.suffix]
         return FileResponse(path, media_type=media, filename=f"{st['input']['name']}_{name}")
     return app
@@ -541,6 +551,7 @@ PAGE = r'''<!doctype html>
  <fieldset><legend>Scene</legend>
   <div class="row"><label><input type="radio" name="mode" value="scene" checked> one 2-band GeoTIFF (band 1 VV, band 2 VH)</label> <input type="file" id="scene" accept=".tif,.tiff"></div>
   <div class="row"><label><input type="radio" name="mode" value="pair"> a VV and a VH GeoTIFF on one grid</label> VV <input type="file" id="vv" accept=".tif,.tiff"> VH <input type="file" id="vh" accept=".tif,.tiff"></div>
+  <div class="row">reference water (optional: JRC surface water, a pre-flood map; any CRS) <input type="file" id="reference" accept=".tif,.tiff"> adds the flood mask</div>
  </fieldset>
  <fieldset><legend>Options</legend>
   <label>tile <input type="number" id="tile" value="512" min="64" max="2048" step="32"></label>
@@ -609,6 +620,8 @@ function render(s) {
   f += fact('options', `tile ${o.tile}, overlap ${o.overlap}, threshold ${o.threshold}, ${esc((o.formats || []).join(' + '))}`);
   f += fact('model', `${esc(m.name)}, config <code>${esc((m.config_sha256 || '').slice(0, 12))}</code>`);
   if (s.state === 'done') f += fact('water', `<b>${pct(r.water_share)}</b> of ${r.valid_pixels.toLocaleString('en')} valid pixels` + (r.n_polygons !== undefined ? `, ${r.n_polygons} polygons, ${(r.water_area_m2 / 1e6).toFixed(3)} km²` : ''));
+  if (s.state === 'done' && r.flood_share !== undefined) f += fact('flood', `<b>${pct(r.flood_share)}</b> of the valid pixels: water outside the reference (${esc(i.reference.name)})`);
+  if (s.state === 'done' && r.flags) f += fact('advisory flags', Object.entries(r.flags).filter(([k, v]) => v.raised).map(([k, v]) => `<b>${esc(k)}</b>: ${esc(v.note)}`).join('<br>') || 'none raised');
   if (t.queued_s !== undefined) f += fact('time', `queued ${t.queued_s.toFixed(1)} s` + (t.run_s !== undefined ? `, mapped in ${t.run_s.toFixed(1)} s` : ''));
   $('facts').innerHTML = f;
 }
@@ -669,6 +682,7 @@ $('form').addEventListener('submit', async e => {
     if (!$(k).files.length) { $('form-error').textContent = `choose the ${k === 'scene' ? 'scene' : k.toUpperCase()} file`; return; }
     fd.append(k, $(k).files[0]);
   }
+  if ($('reference').files.length) fd.append('reference', $('reference').files[0]);
   for (const k of ['tile', 'overlap', 'threshold', 'min_area']) if ($(k).value) fd.append(k, $(k).value);
   fd.append('formats', ['cog', 'geojson'].filter(k => $(k).checked).join(','));
   $('go').disabled = true; $('result').hidden = true; $('quicklook').removeAttribute('src');
