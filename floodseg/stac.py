@@ -20,7 +20,7 @@ import floodseg
 from .io import *
 from .learner import model_path, SHIPPED, CONFIG_FILE, WEIGHTS_FILE
 from .scene import flood_extent
-from .vector import equal_area_crs, _reproject
+from .vector import equal_area_crs, reproject_geoms
 
 # %% auto #0
 __all__ = ['COG_TYPE', 'ASSETS', 'file_sha256', 'model_provenance', 'scene_datetime', 'scene_footprint', 'row_areas',
@@ -88,7 +88,7 @@ def row_areas(transform, # the grid's affine transform
     ea = equal_area_crs(crs, rasterio.transform.array_bounds(h, w, transform))
     c = w // 2
     boxes = [shapely.Polygon([transform * (c, r), transform * (c + 1, r), transform * (c + 1, r + 1), transform * (c, r + 1)]) for r in range(h)]
-    return shapely.area(_reproject(boxes, rasterio.crs.CRS.from_user_input(crs), ea))
+    return shapely.area(reproject_geoms(boxes, rasterio.crs.CRS.from_user_input(crs), ea))
 
 def map_areas_km2(mask_path,          # a uint8 water mask raster (`map_scene`'s raw or final `mask`)
                   reference_path=None, # the reference water on the same grid (`map_scene`'s raw `reference`), for the flood

@@ -24,8 +24,8 @@ import floodseg
 from .io import *
 
 # %% auto #0
-__all__ = ['MIN_AREA', 'OUTLINE_MAX_SIZE', 'water_polygons', 'equal_area_crs', 'water_outlines', 'write_geojson', 'read_map',
-           'outline_map', 'geojson_writer']
+__all__ = ['MIN_AREA', 'OUTLINE_MAX_SIZE', 'water_polygons', 'equal_area_crs', 'reproject_geoms', 'water_outlines',
+           'write_geojson', 'read_map', 'outline_map', 'geojson_writer']
 
 # %% ../nbs/12_vector.ipynb #vector-05
 def water_polygons(mask:np.ndarray,   # (H, W) mask: 1 (`WATER`) is water, anything else is not
@@ -54,8 +54,11 @@ def equal_area_crs(crs,    # the scene's CRS (rasterio CRS, or anything `CRS.fro
     (lon,), (lat,) = warp_transform(CRS.from_user_input(crs), 'EPSG:4326', [(l + r) / 2], [(b + t) / 2])
     return CRS.from_proj4(f'+proj=laea +lat_0={lat:.6f} +lon_0={lon:.6f} +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs')
 
-def _reproject(geoms, src, dst):
-    "Shapely geometries from CRS `src` to `dst`, all their vertices in one call."
+def reproject_geoms(geoms, # shapely geometries (a list or array)
+                    src,   # their CRS (rasterio CRS)
+                    dst,   # the CRS to take them to
+                   ) -> np.ndarray:
+    "Shapely geometries from CRS `src` to `dst`, all their vertices in one `warp_transform` call (areas in `equal_area_crs`, outlines in EPSG:4326)."
     if not len(geoms): return np.asarray(geoms, dtype=object)
     def f(xy):
         x, y = warp_transform(src, dst, xy[:, 0], xy[:, 1])
@@ -85,7 +88,7 @@ def water_outlines(mask:np.ndarray,    # (H, W) mask, 1 = water
         parts = {'flood': water & ~ref, 'permanent': water & ref}
     polys = pd.concat([water_polygons(m.astype(np.uint8), transform, prob).assign(cls=k) for k, m in parts.items()], ignore_index=True)
     ea = equal_area_crs(crs, rasterio.transform.array_bounds(*np.shape(mask), transform))
-    polys['area_m2'] = shapely.area(_reproject(polys.geometry.values, crs, ea)) if len(polys) else 0.
+    polys['area_m2'] = shapely.area(reproject_geoms(polys.geometry.values, crs, ea)) if len(polys) else 0.
     keep = polys.area_m2 >= min_area
     dropped, polys = polys[~keep], polys[keep].sort_values('area_m2', ascending=False, ignore_index=True)
     tol = simplify * min(abs(transform.a), abs(transform.e))
