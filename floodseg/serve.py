@@ -25,6 +25,7 @@ from .learner import *
 from .scene import *
 from .predict import *
 from .vector import MIN_AREA
+from .stac import file_sha256
 from .radiometry import BAND_ORDERS
 from .cli import check_args
 
@@ -400,13 +401,6 @@ class BearerToken:
                 return await res(scope, receive, send)
         await self.app(scope, receive, send)
 
-# %% ../nbs/14_serve.ipynb #serve-25-1
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(2**20), b''): h.update(b)
-    return h.hexdigest()
-
 # %% ../nbs/14_serve.ipynb #serve-25-2
 def model_card(model,     # what was passed as --model: a folder, or 'default'
                predictor, # its `Predictor`
@@ -414,7 +408,7 @@ def model_card(model,     # what was passed as --model: a folder, or 'default'
     "The model's provenance for `/v1/model` and every job: name, hashes of its files, architecture, threshold, the units of the input it expects."
     p, cfg = model_path(model), predictor.cfg
     name = SHIPPED if str(model) == SHIPPED else '/'.join(p.resolve().parts[-2:]) if p.name == 'model' else p.resolve().name
-    return dict(name=name, config_sha256=_sha256(p/CONFIG_FILE), weights_sha256=_sha256(p/WEIGHTS_FILE), arch=cfg['arch'], cut=cfg.get('cut'),
+    return dict(name=name, config_sha256=file_sha256(p/CONFIG_FILE), weights_sha256=file_sha256(p/WEIGHTS_FILE), arch=cfg['arch'], cut=cfg.get('cut'),
                 threshold=predictor.threshold, temperature=predictor.temperature, norm=cfg.get('norm'), layouts=sorted(cfg['stats']),
                 units=LAYOUTS['sen1floods11'].units, trained_with=cfg.get('floodseg_version'), metrics=cfg.get('metrics'),
                 device=str(predictor.device), precision=predictor.precision)
