@@ -19,7 +19,8 @@
    split), kept only where the two components are well apart (Ashman's D > 2) and the dark one holds 0.5-90 % of the
    pixels, as in split-based thresholding;
    scored alone, or'ed with the model, and as a decision rule (the model's threshold lowered to 0.2 below the split);
-   and the same two with the fixed VH < -22 dB threshold in place of the split.
+   and the same two with the fixed VH < -22 dB threshold in place of the split; and the decision rule with the chip's Otsu VH
+   split (defined on every chip, bimodal or not), alone or capped at -22 dB.
    Its constants are set a priori, not on any test chip.
 
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8
@@ -206,9 +207,11 @@ def split_scores(name, chips):
         t, d, share = bimodal_split(vh[c.valid])
         below = c.valid & (vh < t) if np.isfinite(t) else np.zeros_like(c.valid)
         p = np.nan_to_num(p)
+        to = otsu_threshold(vh[c.valid])   # always defined, bimodal or not: on a dry chip it splits land, so only where the model is unsure
         masks = dict(model=p > 0.5, split=below, model_or_split=(p > 0.5) | below, model_at_split=(p > 0.5) | (below & (p > SPLIT_P)),
-                     model_or_vh22=(p > 0.5) | (c.valid & (vh < -22)), model_at_vh22=(p > 0.5) | (c.valid & (vh < -22) & (p > SPLIT_P)))
-        res[r.chip_id] = {k: scores(**confusion(m, c.label)) for k, m in masks.items()} | dict(threshold=t, ashman_d=d, dark_share=share)
+                     model_or_vh22=(p > 0.5) | (c.valid & (vh < -22)), model_at_vh22=(p > 0.5) | (c.valid & (vh < -22) & (p > SPLIT_P)),
+                     model_at_otsu=(p > 0.5) | (c.valid & (vh < to) & (p > SPLIT_P)), model_at_otsu_vh22=(p > 0.5) | (c.valid & (vh < min(to, -22.)) & (p > SPLIT_P)))
+        res[r.chip_id] = {k: scores(**confusion(m, c.label)) for k, m in masks.items()} | dict(threshold=t, ashman_d=d, dark_share=share, otsu_vh=float(to))
     return res
 
 @call_parse

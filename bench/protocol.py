@@ -46,6 +46,7 @@ from floodseg.baselines import *
 from floodseg.calibrate import *
 from floodseg.interpret import *
 from floodseg.adapt import self_train
+from floodseg.recipe import Recipe, train
 
 OUT = Path(__file__).parent/'protocol'
 NAL, NEB = 'northal_20190302t234651', 'nebraska_20170213t002121'
@@ -109,6 +110,7 @@ RECIPES = {
     'balrough_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=1., balance=1.),   # ... and balanced sampling
     'rough2_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=2.),   # twice the rough-water brightening
     'balrough2_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=2., balance=1.),   # ... with balanced sampling
+    'balwetrough_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=1., balance=1., wet=0.5),   # balrough with wetter chips drawn more
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -141,6 +143,7 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'balrough_c3_jitter': 'augmentation and sampling: `rough_c3_jitter` with balanced sampling (`balance=1`)',
     'rough2_c3_jitter': 'augmentation: twice the rough-water brightening (`rough=2`: up to 5 sd in VV, 2 in VH; wind-roughened C-band water can be 10-15 dB brighter in VV than calm water). Chosen after `balrough_c3_jitter` lost jja10, whose water is as bright as its land in VV: its jja10 score is optimistic',
     'balrough2_c3_jitter': 'augmentation and sampling: `rough2_c3_jitter` with balanced sampling',
+    'balwetrough_c3_jitter': 'sampling and augmentation: `balrough_c3_jitter` with wetter chips drawn more within their event (`wet=0.5`): against the dry prior that grows with longer training',
     'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16; 12.9 M parameters, 25.8 MB in float16: over the 20 MB a shipped model may take)',
 }
 
@@ -308,26 +311,29 @@ def rescore_cap(name):
     print(f"{name}: IoU {r['model']['iou']:.3f}, at the training events' water share {r['model_cap']['iou']:.3f}"
           + (" (same statistics)" if r['model_cap']['same_statistics'] else ''), flush=True)
 
+def library_recipe(rc:dict, steps=None, budget=8.) -> Recipe:
+    "A protocol recipe's options as the library's `floodseg.recipe.Recipe`: from random initialisation, the last weights, over `steps` optimizer steps or `budget` CPU minutes."
+    return Recipe(arch=rc['arch'], cut=rc['cut'], last_cross=rc['last_cross'], pretrained=False, loss=rc['loss'], norm=rc['norm'], land_stats=rc.get('land', False),
+                  size=rc['size'], bs=rc['bs'], balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), max_rotate=rc['max_rotate'], jitter=rc['jitter'],
+                  rough=rc.get('rough', 0.), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
+
+LIBRARY = {'default': 'auto_ce_land_c3_jitter'}   # the library's recipes (`floodseg.recipe.RECIPES`) under their protocol names
+
 def run(recipe, fold, seed, budget, tta=False, adapt=0., steps=None):
     name = f"{recipe}_{fold}_s{seed}_" + (f"n{steps}" if steps else f"b{budget:g}") + (f"_a{adapt:g}" if adapt else '')
     rc = RECIPES[recipe]
+    r = library_recipe(rc, steps, budget)
     base = baselines(fold)
-    train, test = fold_chips(fold)
+    train_chips, test = fold_chips(fold)
     t0, c0 = time.time(), time.process_time()
-    set_seed(seed, reproducible=True)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        opts = dict(valid_pct=0.15, bs=rc['bs'], size=rc['size'], norm=rc['norm'], max_rotate=rc['max_rotate'], land_stats=rc.get('land', False),
-                    seed=seed, progress=False, val_bs=1 if train.layout.nunique() > 1 else None, balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), rough=rc.get('rough', 0.))
-        dls = sar_dataloaders(train, **opts)
-        if rc.get('ref_water') is not None:   # every own-statistics training event standardised at no more than this water share (built again: the stats come from the first build)
-            dls = sar_dataloaders(train, stats=SARStats({lay: dict(v, water=rc['ref_water']) for lay, v in dls.stats.items()}), **opts)
-        if rc['jitter']: dls.train.after_batch.add(RadiometricJitter(0.25 * rc['jitter'], 0.15 * rc['jitter']))
-        learn = flood_learner(dls, arch=rc['arch'], pretrained=False, cut=rc['cut'], last_cross=rc['last_cross'], loss=rc['loss'],
-                              path=OUT/'models')
-    budget_cb = StepBudget(steps) if steps else CPUBudget(budget)   # steps: the same training on any machine
-    with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(100_000, rc['lr'], cbs=[budget_cb] + ([WeightEMA(rc['ema'])] if rc.get('ema') else []))
+        extra = {}
+        if rc.get('ref_water') is not None:   # every own-statistics training event standardised at no more than this water share: the training statistics first
+            s0 = sar_dataloaders(train_chips, valid_pct=r.valid_pct, bs=r.bs, size=r.size, norm=r.norm, land_stats=r.land_stats, seed=seed, progress=False).stats
+            extra['stats'] = SARStats({lay: dict(v, water=rc['ref_water']) for lay, v in s0.items()})
+        learn = train(r, train_chips, seed=seed, path=OUT/'models', progress=False, cbs=[WeightEMA(rc['ema'])] if rc.get('ema') else None, **extra)   # the library's one training path
+    dls, budget_cb = learn.dls, learn.floodseg_budget
     train_cpu, train_wall = (time.process_time() - c0) / 60, (time.time() - t0) / 60
     model, cfg = learn.model.eval(), dict(learn.floodseg_config)
     cfg['stats'] = SARStats(cfg['stats'])
@@ -526,7 +532,8 @@ def chip_summary(cf):
     return pd.DataFrame(rows).sort_values(['budget', 'iou'], ascending=[True, False], key=lambda c: c.map(budget_key) if c.name == 'budget' else c)
 
 RULES = {'model': 'the model at 0.5', 'model_or_vh22': 'or VH < -22 dB', 'model_at_vh22': 'VH < -22 dB where p > 0.2',
-         'model_or_split': "or the chip's bimodal VH split", 'model_at_split': 'the split where p > 0.2', 'split': 'the bimodal split alone'}
+         'model_or_split': "or the chip's bimodal VH split", 'model_at_split': 'the split where p > 0.2', 'split': 'the bimodal split alone',
+         'model_at_otsu': "the chip's Otsu VH split where p > 0.2", 'model_at_otsu_vh22': 'the lower of Otsu VH and -22 dB where p > 0.2'}
 
 def rule_markdown(cf=None):
     "Decision rules on the dB folds (`bench/infer_levers.py --split`, the same saved models): wins / ties / losses against the best threshold per rule and recipe."
@@ -538,18 +545,18 @@ def rule_markdown(cf=None):
     for r in rs:
         run = json.loads((OUT/'runs'/f"{r['model']}.json").read_text())
         for chip, sc in r['scores'].items():
-            base = cf[(cf.recipe == run['recipe']) & (cf.fold == run['fold']) & (cf.seed == run['seed']) & (cf.chip == chip)].iloc[0]
+            base = cf[(cf.recipe == run['recipe']) & (cf.fold == run['fold']) & (cf.seed == run['seed']) & (cf.chip == chip) & (cf.budget == budget_label(run))].iloc[0]
             for rule in RULES:
-                rows.append(base.to_dict() | dict(rule=rule, model_iou=sc[rule]['iou'], model_recall=sc[rule]['recall'], model_fw=sc[rule]['pred_water_share']))
+                if rule in sc: rows.append(base.to_dict() | dict(rule=rule, model_iou=sc[rule]['iou'], model_recall=sc[rule]['recall'], model_fw=sc[rule]['pred_water_share']))
     rf = pd.DataFrame(rows)
     lines = ["## Decision rules on the dB folds (`bench/infer_levers.py --split`; the same saved models, no retraining)", "",
              "The model's water at 0.5 combined with a threshold applied to the chip itself: or'ed with fixed VH < -22 dB; VH < -22 dB taken only where "
              "the model gives at least 0.2; the same two with the chip's own bimodal VH split (a two-Gaussian mixture, kept where Ashman's D > 2 and the dark "
              "component holds 0.5-90 % of the pixels: 3 of the 13 chips); the split alone. Rules fixed a priori, none tuned on a test chip. W / T / L as above, seed means.", "",
-             "| recipe | seeds | rule | W / T / L | mean IoU, wet chips | mean recall, wet chips |", "|---|---|---|---|---|---|"]
-    for (rec, rule), g in rf.groupby(['recipe', 'rule'], sort=False):
+             "| recipe | budget | seeds | rule | W / T / L | mean IoU, wet chips | mean recall, wet chips |", "|---|---|---|---|---|---|---|"]
+    for (rec, budget, rule), g in rf.groupby(['recipe', 'budget', 'rule'], sort=False):
         s = chip_summary(g.assign(recipe=rec)).iloc[0]
-        lines.append(f"| {rec} | {s.seeds} | {rule}: {RULES[rule]} | {s.wtl} | {s.iou:.3f} | {s.recall:.3f} |")
+        lines.append(f"| {rec} | {budget} | {s.seeds} | {rule}: {RULES[rule]} | {s.wtl} | {s.iou:.3f} | {s.recall:.3f} |")
     return lines + [""]
 
 def chip_markdown(cf=None, per_chip:bool=True):

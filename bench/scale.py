@@ -88,7 +88,7 @@ def main():
     print(rows[-2:], notes[-1], flush=True)
     if not a.skip_train:
         train = Path(sys.executable).parent/'floodseg_train'
-        base = [str(train), '--epochs', str(a.epochs), '--size', '256', '--lr', '1e-3', '--precision', 'fp32', '--keep', 'last']
+        base = [str(train), '--recipe', 'quick', '--epochs', str(a.epochs), '--size', '256', '--lr', '1e-3', '--precision', 'fp32', '--keep', 'last']
         launch = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no', '--dynamo_backend', 'no']
         env = dict(os.environ, OMP_NUM_THREADS='1')
         for n, bs, cmd in [(1, 4, [sys.executable] + base), (2, 4, launch + base), (2, 2, launch + base)]:

@@ -1,18 +1,20 @@
 #!/usr/bin/env python
 """Train the default recipe on all shared labelled data and ship it inside the package (`floodseg/models/default/`).
 
-1. `floodseg_train` on the three shared datasets at once (ETCI 2021's two events, Sen1Floods11, STAC Overflow), validating
-   on whole spatial blocks inside every event, for a CPU budget, keeping the last weights: the command a user would run.
+1. `floodseg_train` (in this process, so `floodseg.recipe.train`, the one training path) with a recipe on the three shared
+   datasets at once (ETCI 2021's two events, Sen1Floods11, STAC Overflow), validating on whole spatial blocks inside every
+   event: the command a user would run. `--recipe default` is the shipped model's recipe (`floodseg.recipe.RECIPES`).
 2. The weights are stored in float16 when float32 would make the folder larger than 16 MB (`load_model` casts them back);
    the predictions of the two copies are compared on the embedded sample.
 3. `MODEL_CARD.md` is written beside them: training data and licences, the protocol's scores for the recipe, cost,
    intended use and known failure modes.
 
-    OMP_NUM_THREADS=1 python bench/ship_model.py --recipe auto_ce_land --budget 30 --seed 0
+    OMP_NUM_THREADS=1 python bench/ship_model.py --recipe default --seed 0          # the shipped recipe (30 CPU-min)
+    OMP_NUM_THREADS=1 python bench/ship_model.py --recipe balrough_c3_jitter --steps 900   # a protocol recipe
     python bench/ship_model.py --card-only     # after new protocol runs or bench/cost.py: refresh the card only
     python bench/ship_model.py --provenance    # record the training events and chips of a model shipped before configs kept them
 """
-import json, os, shutil, subprocess, sys, time, warnings
+import json, shutil, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -20,11 +22,13 @@ import torch
 from fastcore.script import call_parse
 from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
-from protocol import RECIPES, OUT as PROTO, MAIN_FOLDS, SAME_ON_ETCI, BASELINES, runs_frame, recipe_table, training_water, chip_frame, chip_summary, chip_table_md
+from protocol import RECIPES, LIBRARY, library_recipe, OUT as PROTO, MAIN_FOLDS, SAME_ON_ETCI, BASELINES, runs_frame, recipe_table, training_water, chip_frame, chip_summary, chip_table_md
 import floodseg
 from floodseg.io import *
 from floodseg.learner import *
 from floodseg.predict import Predictor
+from floodseg.recipe import get_recipe, Recipe
+from floodseg.cli import floodseg_train
 
 ROOT = Path(__file__).resolve().parent.parent
 DEST = ROOT/'floodseg'/'models'/'default'
@@ -214,6 +218,8 @@ def add_provenance(root, valid_pct=0.15):
     tr = training_data(dls)
     if (len(tr['chips']), len(tr['valid_chips'])) != (mc['n_train'], mc['n_valid']):
         raise SystemExit(f"reconstructed {len(tr['chips'])} training and {len(tr['valid_chips'])} validation chips; the card says {mc['n_train']} and {mc['n_valid']}")
+    rec = library_recipe(mc['recipe_options'], steps=mc.get('steps'), budget=mc['budget_cpu_min']).replace(pretrained=True)   # floodseg_train looked for ImageNet weights
+    cfg['recipe'], cfg['seed'] = rec.to_dict(), mc['seed']   # how to retrain it: `floodseg_train --recipe <this config.json> --seed <seed>`
     cfg['training'] = dict(tr, recorded=f"after training, by bench/ship_model.py --provenance ({time.strftime('%Y-%m-%d')}): the chips floodseg_train "
                            f"took from the shared data with seed {mc['seed']} and {valid_pct:.0%} spatial validation blocks; weights unchanged")
     by = ', '.join(f"{e} {n}" for e, n in dls.survey[dls.survey.is_valid].groupby('event').size().items())
@@ -226,34 +232,38 @@ def add_provenance(root, valid_pct=0.15):
     print(f"recorded {len(tr['events'])} training events, {len(tr['chips'])} training and {len(tr['valid_chips'])} validation chips in {DEST/CONFIG_FILE}")
 
 @call_parse
-def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
-         budget:float=30.,    # CPU minutes of training
+def main(recipe:str='default', # a library recipe (a floodseg.recipe.RECIPES name or a JSON file of fields), or a bench/protocol.py recipe name
+         budget:float=None,   # CPU minutes of training (default: the recipe's schedule; a protocol recipe: 30)
+         steps:int=None,      # or: this many optimizer steps
          seed:int=0,          # random seed
          work:str='bench/ship', # working folder (gitignored)
          data:str=None,       # the shared data root (default: ../shared/data)
          card_only:bool=False, # only refresh the shipped model's card (protocol scores, cost) from bench/protocol/
-         provenance:bool=False, # only record the shipped model's training events and chips in its config (metadata; weights untouched)
+         provenance:bool=False, # only record the shipped model's training events, chips and recipe in its config (metadata; weights untouched)
          reuse:bool=False,     # package the finished training run already in `work` instead of training again
         ):
     if card_only: return refresh_card()
     if provenance: return add_provenance(Path(data) if data else shared_data())
-    rc = RECIPES[recipe]
+    if recipe in RECIPES:   # a protocol recipe, trained as floodseg_train trains (ImageNet weights looked for), for 30 CPU minutes unless told
+        name, rc = recipe, RECIPES[recipe]
+        r = library_recipe(rc, steps, budget or 30.).replace(pretrained=True)
+    else:
+        r = get_recipe(recipe).replace(budget=budget, steps=steps)
+        name = LIBRARY.get(recipe, Path(recipe).stem)
+        rc = RECIPES.get(name, r.to_dict())
+    if rc.get('ema'): raise SystemExit(f"recipe {recipe}: EMA is a protocol experiment, not a recipe field")
     root = Path(data) if data else shared_data()
     if root is None: raise SystemExit("the shared data (../shared/data) is needed to train the shipped model")
     work = ROOT/work
     if not reuse: shutil.rmtree(work, ignore_errors=True); work.mkdir(parents=True)
-    cmd = ['floodseg_train', '--data', *(str(root/l) for l in ('etci2021', 'sen1floods11', 'stac_overflow')),
-           '--budget', str(budget), '--keep', 'last', '--arch', rc['arch'], '--cut', str(rc['cut']), '--loss', rc['loss'],
-           '--norm', rc['norm'], '--lr', str(rc['lr']), '--bs', str(rc['bs']), '--size', str(rc['size']), '--seed', str(seed),
-           '--out', str(work/'run')]
-    if not rc.get('land'): cmd += ['--no-land-stats']
-    if rc.get('jitter'): cmd += ['--jitter', str(rc['jitter'])]
-    for k in ('rough', 'balance', 'wet'):
-        if rc.get(k): cmd += [f'--{k}', str(rc[k])]
-    if rc.get('ema'): raise SystemExit(f"recipe {recipe}: EMA is a protocol experiment, not a floodseg_train option")
-    print('$', ' '.join(cmd), flush=True)
+    (work/'recipe.json').write_text(json.dumps(r.to_dict(), indent=1))
+    print(f"training {name}: {r!r} ({r.schedule}), seed {seed}", flush=True)
     t0 = time.time()
-    if not (reuse and (work/'run'/'metrics.json').exists()): subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONWARNINGS='ignore'))
+    if not (reuse and (work/'run'/'metrics.json').exists()):   # the command a user would run, in this process (floodseg.recipe.train inside)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            floodseg_train(data=[str(root/l) for l in ('etci2021', 'sen1floods11', 'stac_overflow')], recipe=str(work/'recipe.json'), seed=seed, out=str(work/'run'))
+    budget = r.budget
     metrics = json.loads((work/'run'/'metrics.json').read_text())
     # half precision when float32 would be too large for the package
     src = work/'run'/'model'
@@ -269,19 +279,19 @@ def main(recipe:str='auto',   # a key of bench/protocol.py's RECIPES
             chips = pd.concat([chip_table(root/l) for l in ('etci2021', 'sen1floods11', 'stac_overflow')], ignore_index=True)
         cfg['stats'] = dict(training_water(cfg, chips))   # every chip of the events, labelled or not, as floodseg_train pools them
         print('added the training events\' water share:', {k: v.get('water') for k, v in cfg['stats'].items()}, flush=True)
-    rows = protocol_rows(recipe)
-    cost = json.loads((PROTO/'cost.json').read_text()).get(recipe, {}) if (PROTO/'cost.json').exists() else {}
-    cfg['model_card'] = dict(name='floodseg default', recipe=recipe, recipe_options=rc, budget_cpu_min=budget, seed=seed,
+    rows = protocol_rows(name)
+    cost = json.loads((PROTO/'cost.json').read_text()).get(name, {}) if (PROTO/'cost.json').exists() else {}
+    cfg['model_card'] = dict(name='floodseg default', recipe=name, recipe_options=rc, budget_cpu_min=budget, steps=r.steps or None, seed=seed,
                              cpu_minutes=metrics.get('cpu_minutes'), n_train=metrics['n_train'], n_valid=metrics['n_valid'],
                              validation_iou_last=metrics['best_epoch']['water_iou'], weights_dtype='float16' if mb32 > 16 else 'float32',
                              max_prob_difference_from_float32=diff,
                              protocol={f"{f}@{b}": dict(n=n, mean=m, sd=s, best_threshold=t) for (b, f), (n, m, s, t) in rows.items()},
-                             cost=cost, trained=time.strftime('%Y-%m-%d'), db_folds=db_folds(recipe))
+                             cost=cost, trained=time.strftime('%Y-%m-%d'), db_folds=db_folds(name))
     cfg['model_card']['validation_by_event'] = validation_by_event(stage, root, seed)
     (stage/CONFIG_FILE).write_text(json.dumps(cfg, indent=1, default=float))
     (stage/'MODEL_CARD.md').write_text(model_card(cfg, metrics))
     shutil.rmtree(DEST, ignore_errors=True); DEST.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(stage, DEST)
     size = sum(p.stat().st_size for p in DEST.iterdir()) / 2**20
-    print(f"shipped {recipe} ({metrics['n_train']} training chips, {metrics.get('cpu_minutes', 0):.1f} CPU min, "
+    print(f"shipped {name} ({metrics['n_train']} training chips, {metrics.get('cpu_minutes', 0):.1f} CPU min, "
           f"{(time.time() - t0) / 60:.1f} min) to {DEST}: {size:.1f} MB; max |p float16 - p float32| on the sample {diff:.4f}")

@@ -15,25 +15,17 @@ import matplotlib.pyplot as plt
 from typing import Annotated
 from fastcore.script import call_parse, CliError, anno_parser
 from fastcore.docments import docments, ann_parts
-from fastai.vision.all import set_seed, num_distrib, rank_distrib
 import floodseg
 from .io import *
 from .radiometry import *
 from .viz import *
-from .data import *
-from .learner import *
-from .predict import *
-from .metrics import *
-from .baselines import *
-from .calibrate import *
-from .interpret import *
-from .adapt import *
-from .scene import *
+from .recipe import *
 
 # %% auto #0
-__all__ = ['UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup', 'plain_help',
-           'Terminated', 'os_reason', 'clean_exit', 'device_ok', 'train_chips', 'plot_training', 'floodseg_train',
-           'map_flood', 'floodseg_predict', 'evaluation_chips', 'floodseg_evaluate', 'floodseg_adapt']
+__all__ = ['PLUGIN_GROUPS', 'UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup',
+           'load_plugins', 'plain_help', 'Terminated', 'os_reason', 'clean_exit', 'device_ok', 'train_chips',
+           'plot_training', 'floodseg_train', 'map_flood', 'floodseg_predict', 'evaluation_chips', 'floodseg_evaluate',
+           'floodseg_adapt']
 
 # %% ../nbs/13_cli.ipynb #check-01
 def check_args(cmd:str, # the command, for the message
@@ -53,9 +45,38 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"{category.__name__}: {message}\n"
 
 def command_setup():
-    "What every floodseg command does first: figures without a display, warnings as one line (`one_line_warning`)."
+    "What every floodseg command does first: figures without a display, warnings as one line (`one_line_warning`), installed plugins loaded (`load_plugins`)."
     matplotlib.use('Agg')
     warnings.formatwarning = one_line_warning
+    try: load_plugins()   # installed packages' registrations (`load_plugins`, defined below)
+    except FloodsegInputError as e: raise CliError(str(e)) from None
+
+# %% ../nbs/13_cli.ipynb #plugins-01
+PLUGIN_GROUPS = {   # entry-point group -> the registry (module, name) its entries join
+    'floodseg.losses': ('floodseg.learner', 'LOSSES'),
+    'floodseg.archs': ('floodseg.learner', 'ARCHS'),
+    'floodseg.norms': ('floodseg.radiometry', 'NORMS'),
+    'floodseg.writers': ('floodseg.scene', 'WRITERS'),
+    'floodseg.recipes': ('floodseg.recipe', 'RECIPES'),
+}
+_PLUGINS = {}   # (group, name) -> entry point value, for the entries this process has loaded
+
+def load_plugins() -> dict:
+    "Add the entry points of installed packages in `PLUGIN_GROUPS` (and import the modules of `floodseg.plugins`) to floodseg's registries, once per process: {group: [names added now]}."
+    import importlib
+    from importlib.metadata import entry_points
+    added = {}
+    for group in [*PLUGIN_GROUPS, 'floodseg.plugins']:
+        for ep in entry_points(group=group):
+            if (group, ep.name) in _PLUGINS: continue
+            try: obj = ep.load()
+            except Exception as e: raise FloodsegInputError(f"plugin {ep.name!r} ({ep.value}, entry-point group {group}) cannot be loaded: {type(e).__name__}: {e}") from None
+            if group in PLUGIN_GROUPS:
+                mod, name = PLUGIN_GROUPS[group]
+                getattr(importlib.import_module(mod), name)[ep.name] = obj
+            _PLUGINS[(group, ep.name)] = ep.value
+            added.setdefault(group, []).append(ep.name)
+    return added
 
 # %% ../nbs/13_cli.ipynb #9ca1050c
 def plain_help(func):
@@ -159,83 +180,82 @@ def plot_training(learn, title:str):
 @clean_exit
 def floodseg_train(
     data:Annotated[str, {'nargs': '+'}]=None, # dataset folder(s), any of the Sen1Floods11, STAC Overflow and ETCI 2021 layouts; default: the embedded real sample
+    recipe:str='default',   # a recipe (floodseg.recipe.RECIPES: default = the shipped model's, quick = 2 epochs of a small network) or a JSON file of recipe fields; the options below without a default override its fields
     valid_events:str=None,  # comma-separated flood events to hold out for validation
     valid_split:str=None,   # or: validate on chips whose split is this (e.g. Sen1Floods11's 'test')
-    valid_pct:float=0.15,   # or (neither given): this share of every event, in whole spatial blocks
+    valid_pct:float=None,   # or (neither given): this share of every event, in whole spatial blocks
     out:str='floodseg_run', # output folder (model/, metrics.json, training_curve.png, predictions.png)
-    epochs:int=6,           # training epochs
-    budget:float=0.,        # train for this many CPU minutes instead of --epochs (0: use --epochs)
-    lr:float=1e-3,          # peak learning rate (0: choose with lr_find)
-    bs:int=8,               # batch size
-    size:int=256,           # training crop size
-    arch:str=DEFAULT_MODEL['arch'], # encoder: resnet18, resnet34 or resnet50
-    cut:int=DEFAULT_MODEL['cut'],   # encoder cut (-4: after ResNet's second stage, the default; -3: third; -2: whole encoder)
-    loss:str=DEFAULT_LOSS,  # ce (the default), wce (class-weighted CE), or ce_dice
-    norm:str='auto',        # statistics that standardise a scene: auto (8-bit: its own, dB: the training chips'), ownland (8-bit: its own land's), scene, layout
-    land_stats:bool=True,   # dB statistics over the training chips' dry pixels (--no-land-stats: over all valid pixels)
-    keep_dry:float=1.,      # share of water-free training tiles to keep
-    jitter:float=0.,        # radiometric jitter on training tiles (1: random offset ±0.25 sd and gain ±15 % per band; 0: none)
-    rough:float=0.,         # rough-water augmentation (1: labelled water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
-    balance:float=0.,       # 1: every dataset, and every event within it, an equal share of each epoch; 0: as many draws as chips
-    wet:float=0.,           # draw a chip in proportion to (its water share + 1 %) ** wet within its event (0: alike)
-    keep:str='best',        # which epoch's weights to save: 'best' (highest validation water IoU) or 'last' (use 'last' when the validation chips are your test chips)
+    epochs:int=None,        # train this many epochs (the default recipe trains for 30 CPU minutes)
+    budget:float=None,      # or: this many CPU minutes
+    steps:int=None,         # or: this many optimizer steps (the same training on any machine)
+    lr:float=None,          # peak learning rate (0: choose with lr_find)
+    bs:int=None,            # batch size
+    size:int=None,          # training crop size
+    arch:str=None,          # encoder: resnet18, resnet34 or resnet50
+    cut:int=None,           # encoder cut (-3: after ResNet's third stage, the default recipe's; -4: second; -2: whole encoder)
+    loss:str=None,          # ce (the default recipe's), wce (class-weighted CE), or ce_dice
+    norm:str=None,          # statistics that standardise a scene: auto (8-bit: its own, dB: the training chips'), ownland (8-bit: its own land's), scene, layout
+    land_stats:bool=True,   # --no-land-stats: dB statistics over all valid pixels of the training chips, not their dry ones
+    pretrained:bool=True,   # --no-pretrained: random initialisation, without looking for ImageNet weights
+    keep_dry:float=None,    # share of water-free training tiles to keep
+    jitter:float=None,      # radiometric jitter on training tiles (1: random offset ±0.25 sd and gain ±15 % per band; 0: none)
+    rough:float=None,       # rough-water augmentation (1: labelled water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
+    balance:float=None,     # 1: every dataset, and every event within it, an equal share of each epoch; 0: as many draws as chips
+    wet:float=None,         # draw a chip in proportion to (its water share + 1 %) ** wet within its event (0: alike)
+    max_rotate:float=None,  # maximum rotation of training tiles in degrees
+    keep:str=None,          # which epoch's weights to save: best (highest validation water IoU) or last
+    precision:str=None,     # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
     seed:int=42,            # random seed (split, undersampling, augmentation, initialisation)
-    precision:str='auto',   # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
     wandb:bool=False,       # log to Weights & Biases (offline unless an API key is configured)
     overwrite:bool=False,   # replace an existing output folder
     units:str='auto',       # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
 ):
-    "Train a flood segmentation model on Sentinel-1 chips and save it with its metrics and figures."
+    "Train a flood segmentation model on Sentinel-1 chips with a recipe (by default the shipped model's) and save it with its metrics and figures."
     command_setup()
-    check_args('floodseg_train', epochs=(epochs > 0 or budget > 0, f"a positive number of epochs (or give --budget), not {epochs}"),
-               budget=(budget >= 0, f"a number of CPU minutes >= 0, not {budget}"), bs=(bs > 0, f"a positive batch size, not {bs}"),
-               size=(size > 0 and size % 32 == 0, f"a positive multiple of 32, not {size}"), lr=(lr >= 0, f">= 0 (0: lr_find), not {lr}"),
-               arch=(arch in ARCHS, f"one of {', '.join(ARCHS)}, not {arch!r}"), loss=(loss in LOSSES, f"one of {', '.join(LOSSES)}, not {loss!r}"),
-               norm=(norm in NORMS, f"one of {', '.join(NORMS)}, not {norm!r}"), keep=(keep in ('best', 'last'), f"'best' or 'last', not {keep!r}"),
-               valid_pct=(0 < valid_pct < 1, f"between 0 and 1, not {valid_pct}"), keep_dry=(0 < keep_dry <= 1, f"in (0, 1], not {keep_dry}"),
-               precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"),
-               seed=(seed >= 0, f">= 0, not {seed}"), jitter=(jitter >= 0, f">= 0, not {jitter}"),
-               rough=(rough >= 0, f">= 0, not {rough}"), balance=(0 <= balance <= 1, f"between 0 and 1, not {balance}"), wet=(wet >= 0, f">= 0, not {wet}"), units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
+    try: r = get_recipe(recipe).replace(source='floodseg_train', flags=True, valid_pct=valid_pct, epochs=epochs, budget=budget, steps=steps, lr=lr, bs=bs,
+                                        size=size, arch=arch, cut=cut, loss=loss, norm=norm, land_stats=None if land_stats else False,
+                                        pretrained=None if pretrained else False, keep_dry=keep_dry, jitter=jitter, rough=rough, balance=balance,
+                                        wet=wet, max_rotate=max_rotate, keep=keep, precision=precision)
+    except FloodsegInputError as e: raise CliError(str(e) if str(e).startswith('floodseg_train') else f"floodseg_train: {e}") from None
+    check_args('floodseg_train', norm=(r.norm in NORMS, f"one of {', '.join(NORMS)}, not {r.norm!r}"), seed=(seed >= 0, f">= 0, not {seed}"),
+               units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
+    from fastai.vision.all import num_distrib, rank_distrib   # the heavy imports, once the light checks passed
+    from floodseg.learner import ARCHS, LOSSES, say, save_model
+    check_args('floodseg_train', arch=(r.arch in ARCHS, f"one of {', '.join(ARCHS)}, not {r.arch!r}"), loss=(r.loss in LOSSES, f"one of {', '.join(LOSSES)}, not {r.loss!r}"))
     par = num_distrib() > 1   # started by `accelerate launch` with several processes: train in all, write from rank 0
     if par and rank_distrib(): warnings.simplefilter('ignore')   # rank 0 says it once
     if par:
         from floodseg.distributed import distrib_training, rank0_output   # here only: it needs the 'distributed' extra
-        if budget: raise CliError("floodseg_train: --budget counts this process's CPU time, which differs between processes; use --epochs with accelerate launch")
+        if r.budget: raise CliError("floodseg_train: --budget counts this process's CPU time, which differs between processes; use --epochs or --steps with accelerate launch")
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_train: {out} exists; choose another --out or pass --overwrite")
     try: chips, valid = train_chips(data, valid_events, valid_split)
     except FloodsegInputError as e: raise CliError(f"floodseg_train: {e}") from None
     chips['units'] = units
     t0, c0 = time.time(), time.process_time()
-    set_seed(seed, reproducible=True)
-    try: dls = sar_dataloaders(chips, bs=bs, size=size, keep_dry=keep_dry, seed=seed, norm=norm, land_stats=land_stats, jitter=jitter, rough=rough, balance=balance, wet=wet, valid_pct=valid_pct, progress=show_progress(),
-                               val_bs=1 if chips.layout.nunique() > 1 else None, **valid)   # whole chips of different sizes
-    except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_train: {e}") from None
     with (rank0_output if par else atomic_output)(out, overwrite) as tmp:
-        learn = flood_learner(dls, arch=arch, cut=cut, loss=loss, precision=precision, path=tmp)
         cbs = []
         if wandb:
             try: from floodseg.tracking import wandb_run, FloodWandbCallback
             except ImportError: raise CliError('floodseg_train: --wandb needs the wandb package: pip install -e ".[wandb]"') from None
-            run = wandb_run(dir=tmp, config=dict(data=[str(p) for p in data] if data else str(sample_path()), seed=seed))
+            run = wandb_run(dir=tmp, config=dict(data=[str(p) for p in data] if data else str(sample_path()), seed=seed, recipe=r.to_dict()))
             cbs.append(FloodWandbCallback())
-        say(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}; "
-            + (f"CPU budget {budget:g} min" if budget else f"{epochs} epochs") + f", lr {lr:g}" * bool(lr) + " (epochs are numbered from 0, as fastai numbers them)")
-        with (distrib_training(learn) if par else contextlib.nullcontext()):
-            used_lr = fit_flood(learn, epochs=epochs, lr=lr or None, cbs=cbs, keep_best=keep == 'best', budget=budget or None, progress=show_progress())
+        try: learn = train(r, chips, seed=seed, path=tmp, cbs=cbs, progress=show_progress(), during_fit=distrib_training if par else None, **valid)
+        except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_train: {e}") from None
         if rank_distrib(): return None   # the other processes of a launched group: rank 0 writes the outputs
         if wandb: run.finish()
         if not learn.recorder.values: raise CliError("floodseg_train: training stopped before any epoch was validated; nothing was written")
+        dls, keep = learn.dls, r.keep
         names, b = list(learn.recorder.metric_names[1:-1]), learn.floodseg_budget
         hist = [dict(zip(names, (np.nan if x is None else float(x) for x in v))) | dict(epoch=i) for i, v in enumerate(learn.recorder.values)]
         if b and b.partial: hist[-1]['partial'] = b.partial   # the share of its training batches the budget left room for
         best = max(hist, key=lambda h: np.nan_to_num(h['water_iou'], nan=-1)) if keep == 'best' else hist[-1]
         vdesc = (f"held-out events {', '.join(valid['valid_events'])}" if 'valid_events' in valid else f"split {valid['valid_split']!r}" if data and 'valid_split' in valid
-                 else 'the embedded sample\'s held-out chips' if not data else f"whole spatial blocks ({valid_pct:.0%}) of the training events")
+                 else 'the embedded sample\'s held-out chips' if not data else f"whole spatial blocks ({r.valid_pct:.0%}) of the training events")
         what = f"{', '.join(Path(p).name for p in data) if data else 'embedded sample'}, validation: {vdesc}"
-        metrics = dict(best_epoch=best, keep=keep, history=hist, minutes=(time.time() - t0) / 60, cpu_minutes=(time.process_time() - c0) / 60, lr=used_lr, seed=seed,
+        metrics = dict(best_epoch=best, keep=keep, history=hist, minutes=(time.time() - t0) / 60, cpu_minutes=(time.process_time() - c0) / 60, lr=learn.floodseg_lr, seed=seed,
                        n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=[str(p) for p in data] if data else str(sample_path()),
-                       valid=valid or dict(valid_pct=valid_pct), norm=norm, land_stats=land_stats, jitter=jitter, rough=rough, balance=balance, wet=wet, budget=budget, budget_note=b.stopped if b else None,
+                       valid=valid or dict(valid_pct=r.valid_pct), recipe=r.to_dict(), recipe_name=recipe, budget_note=b.stopped if b else None,
                        floodseg_version=floodseg.__version__)
         measured_on = f"{len(dls.valid_ds)} validation chips ({vdesc}: {', '.join(learn.floodseg_config['training']['valid_events'])}), epoch {best['epoch']} ({keep})"
         save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch'], measured_on=measured_on))
@@ -250,11 +270,12 @@ def floodseg_train(
     return metrics
 
 # %% ../nbs/13_cli.ipynb #predict-03
-def _is_model_folder(p): return (Path(p)/CONFIG_FILE).exists() and (Path(p)/WEIGHTS_FILE).exists()
+def _is_model_folder(p):
+    return (Path(p)/CONFIG_FILE).exists() and (Path(p)/WEIGHTS_FILE).exists()
 
 # %% ../nbs/13_cli.ipynb #70051043
 def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with its <name>_vh.tif) and/or folders of them
-              model:str=SHIPPED,     # model folder, or 'default' for the model shipped with floodseg
+              model:str|None=None,   # model folder (None or 'default': the model shipped with floodseg)
               out:str='floodseg_maps', # output folder
               fmt:str|list=('cog', 'stac'), # output format(s), names in `floodseg.scene.WRITERS`: 'cog' (with a quicklook), 'stac' (the map's STAC Item), 'geojson', 'flood', 'stac_overflow'; the default is floodseg_predict's
               device:str|None=None,  # torch device (default: the GPU when there is one)
@@ -265,7 +286,10 @@ def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_v
               **kwargs,              # more `map_chips` options: overwrite, units, layout, tile, overlap, quicklook, options, skip_existing, log
              ) -> pd.DataFrame:
     "Map floodwater in Sentinel-1 scenes in one call, what `floodseg_predict` does: `floodseg.map_flood('scene.tif')`. One row per scene: its output files, or its error."
-    pred = Predictor.from_folder(model, device=device, precision=precision, tta=tta, bs=bs)
+    from floodseg.learner import on_terminal
+    from floodseg.predict import Predictor
+    from floodseg.scene import map_chips
+    pred = Predictor.from_folder(model or SHIPPED, device=device, precision=precision, tta=tta, bs=bs)
     return map_chips(pred, *scenes, out=out, fmt=fmt, progress=on_terminal() if progress is None else progress, **kwargs)
 
 
@@ -275,7 +299,7 @@ def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_v
 @clean_exit
 def floodseg_predict(
     *scenes:str,              # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with <name>_vh.tif beside it) and/or folders of them
-    model:str=SHIPPED,        # model folder written by floodseg_train or save_model; default: the model shipped with floodseg
+    model:str=None,           # model folder written by floodseg_train or save_model; default: the model shipped with floodseg
     out:str='floodseg_maps',  # output folder
     format:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs), stac (the map's STAC Item; cog and stac are the default), geojson (water outlines in EPSG:4326), flood, stac_overflow
     stac_overflow:bool=False, # write the STAC Overflow submission format (<chip_id>.tif: 1 = water, 0 = not) instead of COGs; with --format, as well as them
@@ -295,17 +319,20 @@ def floodseg_predict(
     bands:str='auto',         # what the scenes' two bands hold: auto (VV then VH, refused if VH is brighter than VV almost everywhere), vv,vh (as given, unchecked) or vh,vv (swapped)
     dask:str=None,            # map the scenes on Dask distributed, one task per scene: local:N (N worker processes here) or tcp://host:port (a running scheduler)
     reference_water:str=None, # reference water raster (any CRS and resolution): also write <name>_flood_mask.tif (water outside it); quicklook and outlines tell flood from permanent water
-    reference_min:float=REFERENCE_MIN, # reference water where the raster's value is at least this (1: 0/1 and 0/255 masks, JRC extent; 12: JRC seasonality, water all year)
+    reference_min:float=None, # reference water where the raster's value is at least this (default 1: 0/1 and 0/255 masks, JRC extent; 12: JRC seasonality, water all year)
 ):
     "Map floodwater in georeferenced Sentinel-1 scenes with a trained model: probability and mask COGs, a quicklook and a STAC Item per scene, GeoJSON water outlines, a flood mask beside reference water, or the STAC Overflow format."
     command_setup()
-    if model == SHIPPED and scenes and _is_model_folder(scenes[0]): model, scenes = scenes[0], scenes[1:]   # the form MODEL SCENE...
+    if model is None and scenes and _is_model_folder(scenes[0]): model, scenes = scenes[0], scenes[1:]   # the form MODEL SCENE...
+    for m in ([model] if model else []) + [s for s in scenes if Path(s).is_dir()]:
+        if (Path(m)/WEIGHTS_FILE).exists() and not (Path(m)/CONFIG_FILE).exists():
+            raise CliError(f"floodseg_predict: {m} holds {WEIGHTS_FILE} but no {CONFIG_FILE}: not a model folder (save_model writes both)")
     if not scenes: raise CliError("floodseg_predict: name at least one scene file or folder")
     check_args('floodseg_predict', tile=(tile > 0 and tile % 32 == 0, f"a positive multiple of 32, not {tile}"),
                overlap=(0 <= overlap <= tile // 2, f"between 0 and tile/2 = {tile // 2}, not {overlap}"), bs=(bs > 0, f"a positive number of tiles, not {bs}"),
                layout=(layout is None or layout in LAYOUTS, f"one of {', '.join(LAYOUTS)}, not {layout!r}"),
                precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"),
-               device=(device_ok(device), f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
+               device=(dev_ok := device_ok(device), '' if dev_ok else f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), min_area=(min_area is None or min_area >= 0, f">= 0 m², not {min_area}"),
                simplify=(simplify is None or simplify >= 0, f">= 0 pixels, not {simplify}"),
                scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"),
@@ -314,6 +341,7 @@ def floodseg_predict(
                reference_water=(reference_water is None or Path(reference_water).is_file(), f"an existing raster file; not found: {reference_water}"))
     if dask and bands != 'auto': raise CliError("floodseg_predict: --bands is not passed to Dask workers yet; map swapped scenes without --dask")
     if reference_water and dask: raise CliError("floodseg_predict: --reference-water does not work with --dask yet; map without --dask")
+    from floodseg.scene import WRITERS, REFERENCE_MIN   # the heavy imports, once the light checks passed
     fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog', 'stac'])) for f in x.split(',') if f]
     fmts += (['stac_overflow'] if stac_overflow else []) + (['flood'] if reference_water and 'flood' not in fmts else [])
     check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
@@ -321,10 +349,10 @@ def floodseg_predict(
     try:
         kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=dict(geojson=geojson),
                   progress=show_progress(), units=units, skip_existing=skip_existing,
-                  **(dict(reference=reference_water, reference_min=reference_min) if reference_water else {}))
+                  **(dict(reference=reference_water, reference_min=REFERENCE_MIN if reference_min is None else reference_min) if reference_water else {}))
         if dask:
             from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
-            with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
+            with dask_client(dask) as client: res = map_scenes_dask(client, model or 'default', *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
         else: res = map_flood(*scenes, model=model, device=device, precision=precision, tta=tta, bs=bs, bands=bands, **kw)
     except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
     except OSError as e: raise CliError(f"floodseg_predict: cannot write into {out} ({os_reason(e, out)}); outputs finished before are kept, the one being written was removed") from None
@@ -372,6 +400,7 @@ def evaluation_chips(data:str,                # dataset folder
 # %% ../nbs/13_cli.ipynb #evaluate-2
 def _tuned_thresholds(train):
     "Baseline thresholds tuned on the usable chips of `train`, and a note saying on what (or why not)."
+    from floodseg.baselines import threshold_baselines
     if not len(train): return {}, 'threshold baselines: no chips left to tune them on (Otsu only)'
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -399,7 +428,7 @@ def _save(fig, path):
 @plain_help
 @clean_exit
 def floodseg_evaluate(
-    model:str=SHIPPED,      # model folder (config.json + model.safetensors), e.g. floodseg_train's <out>/model; default: the shipped model
+    model:str=None,         # model folder (config.json + model.safetensors), e.g. floodseg_train's <out>/model; default: the shipped model
     data:str=None,          # dataset folder (Sen1Floods11, STAC Overflow or ETCI 2021 layout)
     events:str=None,        # comma-separated flood events to evaluate (a unique prefix of each is enough)
     split:str=None,         # or: evaluate the chips whose split is this (e.g. Sen1Floods11's 'test')
@@ -419,6 +448,11 @@ def floodseg_evaluate(
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), data=(Path(data).is_dir(), f"a dataset folder, not {data!r} (no such folder)"))
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_evaluate: {out} exists; choose another --out or pass --overwrite")
+    from floodseg.learner import model_path   # the heavy imports, once the light checks passed
+    from floodseg.predict import Predictor
+    from floodseg.calibrate import plot_threshold_curves, plot_reliability
+    from floodseg.interpret import evaluate_chips, seen_in_training, plot_loss_sorted, evaluation_report
+    model = SHIPPED if model is None else model
     t0 = time.time()
     try:
         pred = Predictor.from_folder(model, bs=bs); cfg = pred.cfg
@@ -464,7 +498,7 @@ def floodseg_evaluate(
 @clean_exit
 def floodseg_adapt(
     data:str=None,            # dataset folder holding the new event's chips (any layout; labels are not read)
-    model:str=SHIPPED,        # model folder to start from (default: the model shipped with floodseg)
+    model:str=None,           # model folder to start from (default: the model shipped with floodseg)
     events:str=None,          # comma-separated events of --data to adapt to (a unique prefix of each is enough; default: all chips)
     split:str=None,           # or: the chips whose split is this
     out:str='floodseg_adapted', # output model folder
@@ -482,6 +516,9 @@ def floodseg_adapt(
     check_args('floodseg_adapt', budget=(budget > 0, f"a positive number of CPU minutes, not {budget}"), lr=(lr > 0, f"positive, not {lr}"),
                lo=(0 < lo < hi, f"between 0 and --hi, not {lo}"), hi=(lo < hi < 1, f"between --lo and 1, not {hi}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), data=(Path(data).is_dir(), f"a dataset folder, not {data!r} (no such folder)"))
+    from floodseg.learner import model_path, load_model, write_model   # the heavy imports, once the light checks passed
+    from floodseg.adapt import self_train
+    model = SHIPPED if model is None else model
     out = Path(out)
     if out.exists() and not overwrite: raise CliError(f"floodseg_adapt: {out} exists; choose another --out or pass --overwrite")
     if model_path(out).resolve() == model_path(model).resolve(): raise CliError("floodseg_adapt: --out must differ from --model (the input model is never overwritten)")

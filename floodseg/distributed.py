@@ -21,6 +21,7 @@ from .io import *
 from .learner import *
 from .predict import *
 from .scene import *
+from .cli import load_plugins
 
 # %% auto #0
 __all__ = ['EXTRA', 'require', 'dask_client', 'worker_predictor', 'map_scenes_dask', 'DaskRows', 'map_scene_dask', 'is_rank0',
@@ -65,6 +66,7 @@ def worker_predictor(model=SHIPPED,     # model folder, or 'default' for the shi
     wf = model_path(model)/WEIGHTS_FILE
     key = (str(wf.resolve()), wf.stat().st_mtime_ns if wf.exists() else None, json.dumps(opts, sort_keys=True))
     with _LOCK:
+        load_plugins()   # installed packages' losses and writers, in this worker too
         if threads: torch.set_num_threads(threads)
         if key not in _PREDICTORS: _PREDICTORS[key] = Predictor.from_folder(model, **opts)
         return _PREDICTORS[key]

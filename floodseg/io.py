@@ -22,11 +22,11 @@ from rasterio.windows import Window
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_CHECKS', 'VV_LEVELS', 'FloodsegInputError',
-           'Layout', 'register_layout', 'chip_reader', 'sample_path', 'shared_data', 'sen1floods11_chips',
-           'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table', 'Raster', 'read_raster', 'SARChip',
-           'nodata_mask', 'read_sar', 'map_label', 'read_label', 'read_chip', 'etci_event_scene', 'temp_path',
-           'atomic_output', 'atomic_write_text', 'survey_chips']
+__all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_CHECKS', 'VV_LEVELS', 'WEIGHTS_FILE',
+           'CONFIG_FILE', 'SHIPPED', 'FloodsegInputError', 'Layout', 'register_layout', 'chip_reader', 'sample_path',
+           'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table',
+           'Raster', 'read_raster', 'SARChip', 'nodata_mask', 'read_sar', 'map_label', 'read_label', 'read_chip',
+           'etci_event_scene', 'temp_path', 'atomic_output', 'atomic_write_text', 'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -411,3 +411,7 @@ def survey_chips(chips:pd.DataFrame, # a chip table
     if len(bad):
         warnings.warn(f"{len(bad)} of {len(out)} chips are unusable and will be skipped from training:\n  " + "\n  ".join(bad.problem))
     return out
+
+# %% ../nbs/00_io.ipynb #modelfiles-01
+WEIGHTS_FILE, CONFIG_FILE = 'model.safetensors', 'config.json'   # the two files of a model folder
+SHIPPED = 'default'   # the name that stands for the model shipped inside the package

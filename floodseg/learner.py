@@ -28,12 +28,11 @@ from .radiometry import *
 from .data import *
 
 # %% auto #0
-__all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'WEIGHTS_FILE', 'CONFIG_FILE', 'SHIPPED', 'class_weights',
-           'SARLoss', 'WaterIoU', 'WaterDice', 'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16',
-           'resolve_precision', 'inference_autocast', 'apply_precision', 'sar_loss', 'training_data', 'flood_learner',
-           'model_cost', 'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'load_model',
-           'update_model_config', 'CPUBudget', 'StepBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress',
-           'fit_flood']
+__all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'class_weights', 'SARLoss', 'WaterIoU', 'WaterDice',
+           'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision', 'inference_autocast',
+           'apply_precision', 'sar_loss', 'training_data', 'flood_learner', 'model_cost', 'model_path', 'file_mode',
+           'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config', 'CPUBudget', 'StepBudget',
+           'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -258,9 +257,6 @@ def model_cost(n:int=3,          # timed forward passes
     return dict(gmac=fc.get_total_flops() / 2e9, mparams=sum(p.numel() for p in m.parameters()) / 1e6, seconds=float(np.median(ts)))
 
 # %% ../nbs/04_learner.ipynb #a3c52307
-WEIGHTS_FILE, CONFIG_FILE = 'model.safetensors', 'config.json'
-SHIPPED = 'default'   # the name that stands for the model shipped inside the package
-
 def model_path(path, # a model folder, or 'default' for the model shipped with floodseg
               ) -> Path:
     "The folder of a saved model: `path` itself, or the shipped model's folder inside the installed package for 'default'."
