@@ -364,6 +364,8 @@ def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, e
     return raw, n_valid, n_water, n_unsure
 
 # %% ../nbs/11_scene.ipynb #8c3d5743-4
+import copy
+
 def map_scene(predictor:Predictor, # the model
               scene,                   # a `SARScene`, or the path of a 2-band GeoTIFF
               out,                     # output folder
@@ -383,8 +385,10 @@ def map_scene(predictor:Predictor, # the model
               on_step=None,            # called with (tiles done, tiles in all) after every batch of tiles (`prob_rows`)
               reference=None,          # reference water raster (any CRS and resolution): the flood extent is the water outside it (`reference_reader`)
               reference_min:float=REFERENCE_MIN, # reference water where the reference's value is at least this
+              threshold:float|None=None, # water where the probability exceeds this (None: the predictor's own `threshold`)
              ) -> dict:
     "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths, the counts and the `advisory_flags`."
+    if threshold is not None: predictor = copy.copy(predictor); predictor.threshold = float(threshold)   # the same model, this map's threshold (mask, counts, STAC Item)
     own = not isinstance(scene, SARScene)
     scene = SARScene(scene, units=units, bands=bands) if own else scene
     try:

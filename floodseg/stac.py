@@ -34,7 +34,7 @@ def file_sha256(path) -> str:
         for b in iter(lambda: f.read(2**20), b''): h.update(b)
     return h.hexdigest()
 
-def model_provenance(predictor, # a `Predictor` (or `floodseg.serve.JobPredictor`)
+def model_provenance(predictor, # a `Predictor` (`map_scene` hands over one with the map's own threshold, `threshold=`)
                     ) -> dict:
     "The model's record: name, SHA-256 of its config and weights files, architecture, recipe, training date and floodseg version, threshold, temperature, statistics rule."
     cfg, folder = predictor.cfg, getattr(predictor, 'folder', None)
