@@ -184,7 +184,7 @@ def floodseg_train(
     valid_events:str=None,  # comma-separated flood events to hold out for validation
     valid_split:str=None,   # or: validate on chips whose split is this (e.g. Sen1Floods11's 'test')
     valid_pct:float=None,   # or (neither given): this share of every event, in whole spatial blocks
-    out:str='floodseg_run', # output folder (model/, metrics.json, training_curve.png, predictions.png)
+    out:str='floodseg_run', # output folder (model/, metrics.json, schedule.csv, training_curve.png, predictions.png)
     epochs:int=None,        # train this many epochs (the default recipe trains for 30 CPU minutes)
     budget:float=None,      # or: this many CPU minutes
     steps:int=None,         # or: this many optimizer steps (the same training on any machine)
@@ -206,6 +206,8 @@ def floodseg_train(
     keep:str=None,          # which epoch's weights to save: best (highest validation water IoU) or last
     precision:str=None,     # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
     seed:int=42,            # random seed (split, undersampling, augmentation, initialisation)
+    device:str=None,        # torch device to train on (default: fastai's default, the GPU when there is one)
+    cache:str=None,         # folder of decoded chips: each chip read from its files once, later epochs and runs read it from there (the same training; floodseg.data.ChipCache)
     wandb:bool=False,       # log to Weights & Biases (offline unless an API key is configured)
     overwrite:bool=False,   # replace an existing output folder
     units:str='auto',       # scale of dB-layout chips: auto (judged per chip; linear is converted), db, linear, amplitude, or db*N for whole numbers holding dB x N
@@ -219,9 +221,14 @@ def floodseg_train(
     except FloodsegInputError as e: raise CliError(str(e) if str(e).startswith('floodseg_train') else f"floodseg_train: {e}") from None
     check_args('floodseg_train', norm=(r.norm in NORMS, f"one of {', '.join(NORMS)}, not {r.norm!r}"), seed=(seed >= 0, f">= 0, not {seed}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
-    from fastai.vision.all import num_distrib, rank_distrib   # the heavy imports, once the light checks passed
-    from floodseg.learner import ARCHS, LOSSES, say, save_model
-    check_args('floodseg_train', arch=(r.arch in ARCHS, f"one of {', '.join(ARCHS)}, not {r.arch!r}"), loss=(r.loss in LOSSES, f"one of {', '.join(LOSSES)}, not {r.loss!r}"))
+    from fastai.vision.all import num_distrib, rank_distrib, default_device   # the heavy imports, once the light checks passed
+    from floodseg.learner import ARCHS, LOSSES, say, save_model, training_precision, StepTimer
+    check_args('floodseg_train', arch=(r.arch in ARCHS, f"one of {', '.join(ARCHS)}, not {r.arch!r}"), loss=(r.loss in LOSSES, f"one of {', '.join(LOSSES)}, not {r.loss!r}"),
+               device=(dev_ok := device_ok(device), '' if dev_ok else f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
+               cache=(cache is None or not Path(cache).is_file(), f"a folder, not the file {cache}"))
+    import torch
+    try: training_precision(r.precision, torch.device(device).type if device else default_device().type)
+    except FloodsegInputError as e: raise CliError(f"floodseg_train: {e}") from None
     par = num_distrib() > 1   # started by `accelerate launch` with several processes: train in all, write from rank 0
     if par and rank_distrib(): warnings.simplefilter('ignore')   # rank 0 says it once
     if par:
@@ -234,13 +241,14 @@ def floodseg_train(
     chips['units'] = units
     t0, c0 = time.time(), time.process_time()
     with (rank0_output if par else atomic_output)(out, overwrite) as tmp:
-        cbs = []
+        cbs = [timer := StepTimer()]
         if wandb:
             try: from floodseg.tracking import wandb_run, FloodWandbCallback
             except ImportError: raise CliError('floodseg_train: --wandb needs the wandb package: pip install -e ".[wandb]"') from None
             run = wandb_run(dir=tmp, config=dict(data=[str(p) for p in data] if data else str(sample_path()), seed=seed, recipe=r.to_dict()))
             cbs.append(FloodWandbCallback())
-        try: learn = train(r, chips, seed=seed, path=tmp, cbs=cbs, progress=show_progress(), during_fit=distrib_training if par else None, **valid)
+        try: learn = train(r, chips, seed=seed, path=tmp, cbs=cbs, progress=show_progress(), during_fit=distrib_training if par else None, cache=cache,
+                           **valid, **({} if device is None else dict(device=device)))
         except (FloodsegInputError, ValueError) as e: raise CliError(f"floodseg_train: {e}") from None
         if rank_distrib(): return None   # the other processes of a launched group: rank 0 writes the outputs
         if wandb: run.finish()
@@ -256,10 +264,13 @@ def floodseg_train(
         metrics = dict(best_epoch=best, keep=keep, history=hist, minutes=(time.time() - t0) / 60, cpu_minutes=(time.process_time() - c0) / 60, lr=learn.floodseg_lr, seed=seed,
                        n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), data=[str(p) for p in data] if data else str(sample_path()),
                        valid=valid or dict(valid_pct=r.valid_pct), recipe=r.to_dict(), recipe_name=recipe, budget_note=b.stopped if b else None,
+                       timing=timer.summary() | dict(device=str(dls.device), precision=learn.floodseg_config['precision'],
+                                                     cache=None if dls.cache is None else dict(folder=str(dls.cache.folder), hits=dls.cache.hits, misses=dls.cache.misses)),
                        floodseg_version=floodseg.__version__)
         measured_on = f"{len(dls.valid_ds)} validation chips ({vdesc}: {', '.join(learn.floodseg_config['training']['valid_events'])}), epoch {best['epoch']} ({keep})"
         save_model(learn, tmp/'model', metrics=dict(water_iou=best['water_iou'], water_dice=best['water_dice'], epoch=best['epoch'], measured_on=measured_on))
         (tmp/'metrics.json').write_text(json.dumps(metrics, indent=1, default=str))
+        timer.table().to_csv(tmp/'schedule.csv', index=False)   # one-cycle lr and momentum, loader and step seconds, per training batch
         plot_training(learn, f"floodseg_train on {what}").savefig(tmp/'training_curve.png', dpi=100); plt.close('all')
         with learn.no_bar(): learn.show_results(max_n=3)   # sized by the tiles it shows (one validation batch)
         plt.gcf().suptitle(f"validation tiles ({what}): SAR | label | prediction"); plt.savefig(tmp/'predictions.png', dpi=100); plt.close('all')

@@ -6,10 +6,12 @@ Docs: https://floodseg.github.io/floodseg/data.html.md"""
 
 # %% ../nbs/03_data.ipynb #a195e1b4
 from __future__ import annotations
-import warnings
+import hashlib, json, os, shutil, tempfile, warnings
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from numpy.lib.format import open_memmap
 import matplotlib.pyplot as plt
 from fastai.vision.all import (TensorImage, TensorMask, Transform, ItemTransform, DisplayedTransform, TransformBlock,
                                DataBlock, aug_transforms, get_grid, dispatch, set_seed, L, store_attr)
@@ -18,9 +20,10 @@ from .radiometry import *
 from .viz import *
 
 # %% auto #0
-__all__ = ['SARImage', 'SARMask', 'ReadSAR', 'ReadMask', 'NodataToIgnore', 'MaskToLong', 'SARBlock', 'SARMaskBlock',
-           'RandomTileCrop', 'EventSplitter', 'SplitColSplitter', 'with_split_csv', 'spatial_split',
-           'sar_aug_transforms', 'RadiometricJitter', 'RoughWater', 'sample_weights', 'sar_dataloaders']
+__all__ = ['CACHE_VERSION', 'CACHE_PARTS', 'SARImage', 'SARMask', 'ReadSAR', 'ReadMask', 'NodataToIgnore', 'MaskToLong',
+           'SARBlock', 'SARMaskBlock', 'ChipCache', 'RandomTileCrop', 'EventSplitter', 'SplitColSplitter',
+           'with_split_csv', 'spatial_split', 'sar_aug_transforms', 'RadiometricJitter', 'RoughWater', 'sample_weights',
+           'sar_dataloaders']
 
 # %% ../nbs/03_data.ipynb #47caf31d
 class SARImage(TensorImage):
@@ -50,15 +53,19 @@ class SARMask(TensorMask):
 # %% ../nbs/03_data.ipynb #4a9c06a1
 class ReadSAR(Transform):
     "Read a chip-table row into a `SARImage` standardised with the row's `NORM_COLUMNS` (NaN at nodata)."
+    def __init__(self, cache=None): # a `ChipCache` to read through (None: the chip's files, every time)
+        super().__init__(); self.cache = cache
     def encodes(self, row) -> SARImage:
-        img, _, _ = read_sar(row)
+        img = read_sar(row)[0] if self.cache is None else self.cache.read(row, ('image',))[0]
         return SARImage(torch.from_numpy(standardise(img, *row_norm(row), fill=np.nan)))
 
 # %% ../nbs/03_data.ipynb #4a9c06a1-1
 class ReadMask(Transform):
     "Read a chip-table row's label into a uint8 0/1/255 `SARMask`."
+    def __init__(self, cache=None): # a `ChipCache` to read through (None: the chip's files, every time)
+        super().__init__(); self.cache = cache
     def encodes(self, row) -> SARMask:
-        lab = read_label(row)
+        lab = read_label(row) if self.cache is None else self.cache.read(row, ('label',))[0]
         if lab is None: raise FloodsegInputError(f"{row.vv}: chip {row.chip_id} has no label, so it cannot be used for training")
         return SARMask(torch.from_numpy(lab))
 
@@ -79,14 +86,96 @@ class MaskToLong(DisplayedTransform):
     def encodes(self, y:TensorMask): return y.long()
 
 # %% ../nbs/03_data.ipynb #4a9c06a1-4
-def SARBlock() -> TransformBlock:
+def SARBlock(cache=None, # a `ChipCache` to read chips through (None: their files, every time)
+            ) -> TransformBlock:
     "A `TransformBlock` for standardised SAR tiles read from chip-table rows with `NORM_COLUMNS` (no division by 255)."
-    return TransformBlock(type_tfms=ReadSAR())
+    return TransformBlock(type_tfms=ReadSAR(cache))
 
 # %% ../nbs/03_data.ipynb #4a9c06a1-5
-def SARMaskBlock() -> TransformBlock:
+def SARMaskBlock(cache=None, # a `ChipCache` to read labels through (None: their files, every time)
+                ) -> TransformBlock:
     "A `TransformBlock` for 0/1/255 water masks read from chip-table rows (no `IntToFloatTensor`)."
-    return TransformBlock(type_tfms=ReadMask(), batch_tfms=MaskToLong())
+    return TransformBlock(type_tfms=ReadMask(cache), batch_tfms=MaskToLong())
+
+# %% ../nbs/03_data.ipynb #cache-01
+CACHE_VERSION = 1   # part of every cache key: bump it when what an entry holds changes, and older entries are never read
+CACHE_PARTS = ('image', 'valid', 'label')   # what an entry holds: `read_sar`'s image and validity mask, `read_label`'s label
+
+def _chip_files(row) -> list:
+    "Absolute paths of the files a chip is read from: VV, VH (when apart), label and water-body label (when the row has them)."
+    fs = [row.vv, row.vh, getattr(row, 'label', None), getattr(row, 'label_water_body', None)]
+    return list(dict.fromkeys(os.path.abspath(f) for f in fs if isinstance(f, (str, Path))))
+
+def _digest(o) -> str: return hashlib.sha1(json.dumps(o, default=str).encode()).hexdigest()[:20]
+
+def _lossless_uint8(img:np.ndarray) -> np.ndarray:
+    "`img` as uint8 when that loses nothing (8-bit values as stored, no nodata), else as it is."
+    ok = img.dtype == np.float32 and np.isfinite(img).all() and img.min() >= 0 and img.max() <= 255 and (img == np.round(img)).all()
+    return img.astype(np.uint8) if ok else img
+
+# %% ../nbs/03_data.ipynb #cache-02
+class ChipCache:
+    "Decoded chips in a folder: `read_sar`'s image and validity mask and `read_label`'s label as `.npy` files, written once per chip and read back as memory maps on every later epoch and run."
+    def __init__(self, folder): # the cache folder (created when missing); processes may share it
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0   # reads served from an entry / from the chip's files, in this process
+    def __repr__(self): return f"ChipCache({str(self.folder)!r}, hits={self.hits}, misses={self.misses})"
+
+    def entry(self, row) -> Path:
+        "The entry folder of the chip in `row` as its files are now: `<chip>/<version>`, the chip named by its files' paths, bands, layout, units and the read checks (`READ_CHECKS`), the version by the files' modification times and sizes."
+        files = _chip_files(row)
+        units = getattr(row, 'units', None)
+        chip = _digest([files, int(row.vv_band), int(row.vh_band), row.layout, units if isinstance(units, str) else 'auto', sorted(READ_CHECKS), CACHE_VERSION])
+        return self.folder/chip/_digest([(s.st_mtime_ns, s.st_size) for s in map(os.stat, files)])
+
+    def read(self, row,               # one row of a chip table
+             parts:tuple=CACHE_PARTS, # which of `CACHE_PARTS` to return, in this order
+            ) -> tuple:
+        "The chip's `parts` as `read_sar` (image: float32, NaN at nodata; valid: bool) and `read_label` (label: uint8 0/1/255, None when unlabelled) return them: from its entry when there is one for the files as they are now, else from the files, then stored."
+        try: e = self.entry(row)
+        except OSError: e = None   # a missing file: the readers below say which
+        if e is not None and e.is_dir():
+            try: got = self._load(e, parts)
+            except (OSError, ValueError): got = None   # removed by another process meanwhile: read the files
+            if got is not None: self.hits += 1; return got
+        img, valid, _ = read_sar(row)
+        lab = read_label(row)
+        self.misses += 1
+        if e is not None and self._unchanged(row, e):   # stored only if no file changed while it was read
+            self._write(e, dict(image=_lossless_uint8(img), valid=valid) | ({} if lab is None else dict(label=lab)), row)
+        return tuple(dict(image=img, valid=valid, label=lab)[p] for p in parts)
+
+    def _unchanged(self, row, e:Path) -> bool:
+        "Are the chip's files still as they were when `e` was named?"
+        try: return self.entry(row) == e
+        except OSError: return False
+
+    def _load(self, e:Path, parts) -> tuple:
+        "Copies of the entry's `parts` (the image as float32, the label None when the entry has none)."
+        def one(p):
+            f = e/f'{p}.npy'
+            if p == 'label' and not f.exists(): return None
+            a = np.load(f, mmap_mode='r')
+            return a.astype(np.float32) if p == 'image' else np.array(a)
+        return tuple(one(p) for p in parts)
+
+    def _write(self, e:Path, arrays:dict, row):
+        "Store `arrays` as entry `e`: written into a hidden temporary folder beside it, renamed to `e` when complete; then the chip's older versions are dropped."
+        e.parent.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix='.tmp-', dir=e.parent))
+        try:
+            for name, a in arrays.items():
+                m = open_memmap(tmp/f'{name}.npy', mode='w+', dtype=a.dtype, shape=a.shape)
+                m[...] = a; m.flush(); del m
+            (tmp/'source.json').write_text(json.dumps(dict(chip_id=str(row.chip_id), files=_chip_files(row)), indent=1))
+            try: os.rename(tmp, e)   # atomic: the entry appears whole or not at all
+            except OSError:
+                if e.is_dir(): return   # another process stored it first: the same arrays
+                raise
+            for old in e.parent.iterdir():
+                if old != e and not old.name.startswith('.'): shutil.rmtree(old, ignore_errors=True)   # the chip's files as they were before
+        finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/03_data.ipynb #03e0ff13
 class RandomTileCrop(ItemTransform):
@@ -271,7 +360,8 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     jitter:float=0.,           # strength of `RadiometricJitter` on training batches (1: ±0.25 sd offset, ±15 % gain; 0: none)
                     rough:float=0.,            # strength of `RoughWater` on training batches (1: water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
                     seed:int|None=42,          # seed for the split, undersampling and shuffling
-                    num_workers:int=0,         # DataLoader workers (0 is fastest on 2 cores)
+                    num_workers:int=0,         # DataLoader worker processes (0: on a 2-core CPU the training step, not the loader, is what training waits for)
+                    cache=None,                # a folder (or `ChipCache`) of decoded chips: each read from its files once, then from there (None: from the files every epoch)
                     progress:bool=True,        # progress bar while surveying
                     **kwargs                   # passed to `DataBlock.dataloaders` (e.g. `device`)
                    ):
@@ -302,7 +392,9 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     stats = with_training_water(stats, normed.loc[df.index[list(train)]])   # the most water a training event had (`at_water_share`)
     df = normed.loc[df.index[list(train) + list(valid)]].reset_index(drop=True)
     n_train = len(train)
-    dblock = DataBlock(blocks=(SARBlock(), SARMaskBlock()),
+    cache = cache if cache is None or isinstance(cache, ChipCache) else ChipCache(cache)
+    if isinstance(kwargs.get('device'), str): kwargs['device'] = torch.device(kwargs['device'])   # fastai keeps a name as it is; learners read `dls.device.type`
+    dblock = DataBlock(blocks=(SARBlock(cache), SARMaskBlock(cache)),
                        splitter=lambda items: (L(range(n_train)), L(range(n_train, len(items)))),
                        item_tfms=[NodataToIgnore()] + ([RandomTileCrop(size)] if size else []),
                        batch_tfms=(sar_aug_transforms(max_rotate) if aug else []) + ([RadiometricJitter(0.25 * jitter, 0.15 * jitter)] if jitter else [])
@@ -311,5 +403,5 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     p = sample_weights(df.iloc[:n_train], balance, wet)
     if np.allclose(p, p[0]): dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)   # uniform: fastai's shuffled loader, as without weights
     else: dls = dblock.weighted_dataloaders(df, wgts=np.concatenate([p, np.ones(len(df) - n_train)]), bs=bs, num_workers=num_workers, **kwargs)
-    dls.stats, dls.norm, dls.survey = stats, norm, df.assign(is_valid=[False] * n_train + [True] * (len(df) - n_train))
+    dls.cache, dls.stats, dls.norm, dls.survey = cache, stats, norm, df.assign(is_valid=[False] * n_train + [True] * (len(df) - n_train))
     return dls

@@ -10,6 +10,7 @@ import contextlib, json, os, socket, sys, time, warnings
 from pathlib import Path
 from importlib.resources import files
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,9 +31,9 @@ from .data import *
 # %% auto #0
 __all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'class_weights', 'SARLoss', 'WaterIoU', 'WaterDice',
            'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision', 'inference_autocast',
-           'apply_precision', 'sar_loss', 'training_data', 'flood_learner', 'model_cost', 'model_path', 'file_mode',
-           'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config', 'CPUBudget', 'StepBudget',
-           'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood']
+           'training_precision', 'apply_precision', 'sar_loss', 'training_data', 'flood_learner', 'model_cost',
+           'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config',
+           'CPUBudget', 'StepBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood', 'StepTimer']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -162,11 +163,21 @@ def inference_autocast(precision:str,   # a resolved precision: 'fp32', 'fp16' o
     return torch.autocast(device_type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
 
 # %% ../nbs/04_learner.ipynb #76e26c9b-4
+def training_precision(precision:str,   # 'auto', 'fp32', 'fp16' or 'bf16'
+                       device_type:str, # the torch device type the model trains on
+                      ) -> str:
+    "`resolve_precision` for training: fp16 is fastai's CUDA mixed precision (autocast and a gradient scaler), so it is refused on any other device."
+    p = resolve_precision(precision, device_type)
+    if p == 'fp16' and device_type != 'cuda':
+        raise FloodsegInputError(f"precision fp16 trains with CUDA mixed precision, which a {device_type} device does not run "
+                                 f"(fastai would train in float32 and only warn); use {'bf16 or ' if device_type == 'cpu' and cpu_bf16_supported() else ''}fp32 here, or a GPU")
+    return p
+
 def apply_precision(learn,          # a `Learner`
                     precision:str, # 'auto', 'fp32', 'fp16' or 'bf16'
                    ) -> str:
-    "Set `learn` up for training at `precision` (mixed precision on a GPU, `CPUBFloat16` on a CPU); returns the resolved precision."
-    precision = resolve_precision(precision, learn.dls.device.type)
+    "Set `learn` up for training at `precision` (mixed precision on a GPU, `CPUBFloat16` on a CPU; fp16 off a GPU is refused: `training_precision`); returns the resolved precision."
+    precision = training_precision(precision, learn.dls.device.type)
     if precision == 'fp16': learn.to_fp16()
     elif precision == 'bf16':
         if learn.dls.device.type != 'cpu': learn.to_bf16()
@@ -505,3 +516,33 @@ def fit_flood(learn,                # a `flood_learner`
     if b and b.stopped: say(b.stopped)
     return lr
 
+
+# %% ../nbs/04_learner.ipynb #step-timer-01
+class StepTimer(Callback):
+    "Per training batch: seconds waiting for the batch (`loader_s`) and in the step (`step_s`), with its learning rate and momentum; per epoch: seconds training and in all. CUDA is synchronised before each reading of the clock."
+    order = -5   # after fastai's TrainEvalCallback, before everything that works on a batch (CPUBFloat16, budgets, the recorder)
+    def before_fit(self): self.rows, self.epochs = [], []
+    def _now(self):
+        if self.dls.device.type == 'cuda': torch.cuda.synchronize(self.dls.device)
+        return time.perf_counter()
+    def before_epoch(self): self.t_epoch = self._now()
+    def before_train(self): self.t_train = self.t_last = self._now()
+    def before_batch(self):
+        if self.training: self.t_batch = self._now()
+    def after_batch(self):
+        if not self.training: return
+        t, h = self._now(), self.opt.hypers[-1]
+        self.rows.append(dict(epoch=self.epoch, iter=self.iter, lr=h['lr'], mom=h.get('mom'), loader_s=self.t_batch - self.t_last, step_s=t - self.t_batch))
+        self.t_last = t
+    def after_train(self): self.t_trained = self._now() - self.t_train
+    def after_epoch(self): self.epochs.append(dict(epoch=self.epoch, train_s=self.t_trained, epoch_s=self._now() - self.t_epoch))
+
+    def table(self) -> pd.DataFrame:
+        "One row per training batch: epoch, iter, lr, mom, loader_s, step_s."
+        return pd.DataFrame(self.rows, columns=['epoch', 'iter', 'lr', 'mom', 'loader_s', 'step_s'])
+    def summary(self) -> dict:
+        "Steps timed, median seconds per step and per batch waited for, the loader's share of training time, seconds per epoch (validation included)."
+        t = self.table()
+        busy = t.loader_s.sum() + t.step_s.sum()
+        return dict(steps=len(t), step_s=float(t.step_s.median()) if len(t) else None, loader_s=float(t.loader_s.median()) if len(t) else None,
+                    loader_share=float(t.loader_s.sum() / busy) if busy else None, epoch_s=[round(e['epoch_s'], 3) for e in self.epochs])

@@ -155,20 +155,23 @@ def train(recipe:Recipe|str='default', # a `Recipe` or what `get_recipe` takes
           cbs=None,              # more callbacks for the fit
           progress:bool|None=None, # bars (True) or plain lines (False); None: bars on a terminal (`fit_flood`)
           during_fit=None,       # a function of the learner returning the context the fit runs in (e.g. `floodseg.distributed.distrib_training`)
+          cache=None,            # a folder of decoded chips (`floodseg.data.ChipCache`): each chip read from its files once, then from there; the same training either way
           **kwargs,              # passed to `sar_dataloaders` (e.g. `stats`, `device`, `num_workers`)
          ):
     "Train a model as `recipe` says on `chips` and return the fastai `Learner`; its `floodseg_config` records the recipe and seed."
     import contextlib, tempfile
-    from fastai.vision.all import set_seed
+    import torch
+    from fastai.vision.all import set_seed, default_device
     from floodseg.data import sar_dataloaders
-    from floodseg.learner import flood_learner, fit_flood, save_model, say
+    from floodseg.learner import flood_learner, fit_flood, save_model, say, training_precision
     r = get_recipe(recipe)
     if chips is None or not len(chips): raise FloodsegInputError("train: no chips to train on")
+    training_precision(r.precision, (torch.device(kwargs['device']) if kwargs.get('device') is not None else default_device()).type)   # fp16 off a GPU: refused before any chip is read
     set_seed(seed, reproducible=True)
     kwargs.setdefault('val_bs', 1 if chips.layout.nunique() > 1 else None)   # whole chips of different sizes
     dls = sar_dataloaders(chips, valid_events=valid_events, valid_split=valid_split, valid_pct=r.valid_pct, bs=r.bs, size=r.size, norm=r.norm,
                           land_stats=r.land_stats, keep_dry=r.keep_dry, balance=r.balance, wet=r.wet, max_rotate=r.max_rotate, jitter=r.jitter,
-                          rough=r.rough, seed=seed, progress=bool(progress), **kwargs)
+                          rough=r.rough, seed=seed, progress=bool(progress), cache=cache, **kwargs)
     work = tempfile.TemporaryDirectory(prefix='floodseg_train_') if path is None else contextlib.nullcontext(path)
     with work as wpath:
         learn = flood_learner(dls, arch=r.arch, pretrained=r.pretrained, cut=r.cut, last_cross=r.last_cross, loss=r.loss, precision=r.precision, path=wpath)
