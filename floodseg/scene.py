@@ -18,7 +18,7 @@ from .viz import *
 from .predict import *
 from .metrics import scene_iou
 from .tiles import *
-from .tiles import _open, _timer
+from .tiles import open_raster, step_timer
 from .writers import *
 
 # %% auto #0
@@ -43,7 +43,7 @@ def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, e
     lo, hi = LOW_CONFIDENCE
     try:
         for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings, executor, on_step):
-            with _timer(timings, 'write'):
+            with step_timer(timings, 'write'):
                 win, m = Window(0, r, w, len(p)), (p > predictor.threshold).astype(np.uint8)
                 n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum()); n_unsure += int(((p > lo) & (p < hi)).sum())
                 m[np.isnan(p)] = MASK_NODATA
@@ -100,7 +100,7 @@ def map_scene(predictor:Predictor, # the model
                 if not n_valid: warnings.warn(f"{scene.paths[0]}: every input pixel is nodata, so the outputs are all nodata")
                 ref = None
                 if reference is not None:
-                    with _timer(timings, 'reference'): ref = write_reference(reference, scene, raw['mask'], tmp/'reference.tif', reference_min)
+                    with step_timer(timings, 'reference'): ref = write_reference(reference, scene, raw['mask'], tmp/'reference.tif', reference_min)
                     raw['reference'] = tmp/'reference.tif'
                 counts = dict(pixels=int(np.prod(scene.shape)), valid_pixels=n_valid, water_pixels=n_water, unsure_pixels=n_unsure)
                 flags = advisory_flags(predictor.cfg, scene.kind, stats, norm, scene.units, scene.units_asked, counts)
@@ -108,7 +108,7 @@ def map_scene(predictor:Predictor, # the model
                            targets=targets, options=options or {}, started=started, tile=tile, overlap=overlap)
                 done = {}
                 for f, wr in writers.items():
-                    with _timer(timings, f): done.update(wr.write(raw, tmp, scene, **(dict(context=ctx) if wr.context else {}), **(options or {}).get(f, {})))
+                    with step_timer(timings, f): done.update(wr.write(raw, tmp, scene, **(dict(context=ctx) if wr.context else {}), **(options or {}).get(f, {})))
             for k, p in done.items(): os.replace(p, targets[k])
         finally: shutil.rmtree(tmp, ignore_errors=True)
         return dict(name=name, layout=norm['layout'], norm=norm, shape=scene.shape, **targets, **counts, units=scene.units,
@@ -279,7 +279,7 @@ def etci_water_bodies(chips:pd.DataFrame, # an ETCI chip table (`etci2021_chips`
     for r in g.itertuples():
         p = Path(r.vv).parent.parent/'water_body_label'/Path(r.vv).name.replace('_vv.png', '.png')
         if not p.exists(): raise FloodsegInputError(f"{p}: water_body_label tile not found (the tile {Path(r.vv).name} has none)")
-        with _open(p) as src: a = src.read(1)
+        with open_raster(p) as src: a = src.read(1)
         th, tw = a.shape
         ref[(r.x - x0) * th:(r.x - x0 + 1) * th, (r.y - y0) * tw:(r.y - y0 + 1) * tw] = (a > 0).astype(np.uint8)
     return ref

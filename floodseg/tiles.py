@@ -20,8 +20,8 @@ from .radiometry import *
 from .predict import *
 
 # %% auto #0
-__all__ = ['tile_offsets', 'axis_overlap', 'taper', 'blend_window', 'axis_weight_sum', 'check_tiling', 'TilePlan', 'tile_row',
-           'sequential_rows', 'prob_rows', 'predict_array', 'SARScene']
+__all__ = ['tile_offsets', 'axis_overlap', 'taper', 'blend_window', 'axis_weight_sum', 'check_tiling', 'step_timer', 'TilePlan',
+           'tile_row', 'sequential_rows', 'prob_rows', 'predict_array', 'open_raster', 'SARScene']
 
 # %% ../nbs/11a_tiles.ipynb #fabb9967
 def tile_offsets(n:int,       # pixels along one axis of the scene
@@ -70,7 +70,9 @@ def check_tiling(tile, overlap):
 
 # %% ../nbs/11a_tiles.ipynb #126e978b
 @contextmanager
-def _timer(timings, key):
+def step_timer(timings:dict|None, # seconds per step, added to (None: not timed)
+               key:str,             # the step
+              ):
     "Add the seconds spent in the block to `timings[key]` (nothing when `timings` is None)."
     t = time.perf_counter()
     try: yield
@@ -114,16 +116,16 @@ def tile_row(read,               # read(row0, row1, col0, col1) -> float32 (2, h
     for i in range(0, len(plan.cols), predictor.bs):
         cs = plan.cols[i:i + predictor.bs]
         c0, c1 = cs[0], min(cs[-1] + t, plan.w)
-        with _timer(timings, 'read'): img = read(r0, r1, c0, c1)
-        with _timer(timings, 'prepare'):
+        with step_timer(timings, 'read'): img = read(r0, r1, c0, c1)
+        with step_timer(timings, 'prepare'):
             ok = ~np.isnan(img).any(0)
             valid[:r1 - r0, c0:c1] |= ok
             z = np.zeros((2, t, max(c1 - c0, t)), np.float32)
             z[:, :r1 - r0, :c1 - c0] = predictor.standardise(img, norm)
             has = [c for c in cs if ok[:, c - c0:c - c0 + t].any()]
         if has:
-            with _timer(timings, 'forward'): p = predictor(np.stack([z[:, :, c - c0:c - c0 + t] for c in has]))
-            with _timer(timings, 'blend'):
+            with step_timer(timings, 'forward'): p = predictor(np.stack([z[:, :, c - c0:c - c0 + t] for c in has]))
+            with step_timer(timings, 'blend'):
                 for c, pc in zip(has, p): acc[:, c:c + t] += pc * plan.window
         if step is not None: step(len(cs))
     return acc, valid
@@ -163,7 +165,7 @@ def prob_rows(read,               # read(row0, row1, col0, col1) -> float32 (2, 
     if pb is not None: pb.update(0)
     for k, (s, v) in enumerate((executor or sequential_rows)(read, plan, predictor, norm, timings, step)):
         r, _, n = plan.span(k)
-        with _timer(timings, 'blend'):
+        with step_timer(timings, 'blend'):
             acc += s; valid |= v
             out = acc[:n, :plan.w] / plan.wy[r:r + n, None]
             out /= plan.wx
@@ -193,7 +195,9 @@ def predict_array(predictor:Predictor, # the model
     return out
 
 # %% ../nbs/11a_tiles.ipynb #d7ef1f39
-def _open(path):
+def open_raster(path, # a raster file
+                ):
+    "Open `path` with rasterio, or a `FloodsegInputError` naming the file when it is missing or not a readable raster."
     path = Path(path)
     if not path.exists(): raise FloodsegInputError(f"{path}: file not found")
     try:
@@ -217,7 +221,7 @@ class SARScene:
         self.name = name or (re.sub(r'_vv$', '', Path(path).stem, flags=re.I) if vh is not None else Path(path).stem)
         self.ds, self.units_asked = [], units
         try:
-            for p in self.paths: self.ds.append(_open(p))
+            for p in self.paths: self.ds.append(open_raster(p))
             need = 2 if vh is None else 1
             for d, p in zip(self.ds, self.paths):
                 if d.count != need:

@@ -20,7 +20,7 @@ from matplotlib.patches import Patch
 from .io import *
 from .radiometry import *
 from .viz import *
-from .tiles import _open
+from .tiles import open_raster
 
 # %% auto #0
 __all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'REFERENCE_MIN', 'FLOOD_LEGEND', 'WRITERS', 'LOW_CONFIDENCE',
@@ -142,7 +142,7 @@ def check_reference(path,  # reference water raster
                     scene, # the `SARScene` it is for
                    ):
     "Raise a `FloodsegInputError` naming `path` when it cannot serve as the scene's reference water: unreadable, without a CRS where the scene has one (or the reverse), not overlapping the scene, or on another pixel grid when neither has a CRS."
-    with _open(path) as src:
+    with open_raster(path) as src:
         if (src.crs is None) != (scene.crs is None):
             raise FloodsegInputError(f"{path}: {'has no CRS' if src.crs is None else 'has a CRS'} but the scene {scene.paths[0]} {'has one' if src.crs is None else 'has none'}; "
                                      "give a georeferenced reference for a georeferenced scene, or one on the scene's pixel grid")
@@ -161,7 +161,7 @@ def reference_reader(path,   # reference water raster, any CRS and resolution
     "Yield `read(row0, row1)`: uint8 rows of the reference on the scene's grid, 1 = reference water, 0 = not, `MASK_NODATA` where it has no data or does not reach; reprojected on the fly with a `WarpedVRT` (nearest) unless it is on the scene's grid already."
     check_reference(path, scene)
     h, w = scene.shape
-    with _open(path) as src:
+    with open_raster(path) as src:
         same = src.crs is None or (src.crs == scene.crs and src.shape == (h, w) and src.transform.almost_equals(scene.transform, precision=1e-9))
         with (contextlib.nullcontext(src) if same else WarpedVRT(src, crs=scene.crs, transform=scene.transform, width=w, height=h,
                                                                    resampling=Resampling.nearest, add_alpha=True)) as vrt:
