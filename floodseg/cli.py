@@ -23,9 +23,9 @@ from .recipe import *
 
 # %% auto #0
 __all__ = ['PLUGIN_GROUPS', 'UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup',
-           'load_plugins', 'plain_help', 'Terminated', 'os_reason', 'clean_exit', 'device_ok', 'train_chips',
-           'plot_training', 'floodseg_train', 'map_flood', 'floodseg_predict', 'evaluation_chips', 'floodseg_evaluate',
-           'floodseg_adapt']
+           'load_plugins', 'plain_help', 'Terminated', 'os_reason', 'clean_exit', 'device_ok', 'device_check',
+           'train_chips', 'plot_training', 'floodseg_train', 'map_flood', 'floodseg_predict', 'evaluation_chips',
+           'floodseg_evaluate', 'floodseg_adapt']
 
 # %% ../nbs/13_cli.ipynb #check-01
 def check_args(cmd:str, # the command, for the message
@@ -135,6 +135,12 @@ def device_ok(device:str|None # a torch device name, or None for the default
     except (RuntimeError, TypeError): return False
     return t.type == 'cpu' or (t.type == 'cuda' and torch.cuda.is_available() and (t.index or 0) < torch.cuda.device_count()) or (t.type == 'mps' and torch.backends.mps.is_available())
 
+def device_check(device:str|None # a torch device name, or None for the default
+                ) -> tuple:
+    "`check_args`' (ok, what it accepts) for a `--device` option; which devices this machine has is looked up only for the message of a refused one."
+    ok = device_ok(device)
+    return ok, '' if ok else f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"
+
 UNITS_WANT = f"auto, {', '.join(UNITS)} or db*N (whole numbers holding dB times N, e.g. 'db*100')"
 
 # %% ../nbs/13_cli.ipynb #d1c813cf
@@ -221,14 +227,11 @@ def floodseg_train(
     except FloodsegInputError as e: raise CliError(str(e) if str(e).startswith('floodseg_train') else f"floodseg_train: {e}") from None
     check_args('floodseg_train', norm=(r.norm in NORMS, f"one of {', '.join(NORMS)}, not {r.norm!r}"), seed=(seed >= 0, f">= 0, not {seed}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))
-    from fastai.vision.all import num_distrib, rank_distrib, default_device   # the heavy imports, once the light checks passed
-    from floodseg.learner import ARCHS, LOSSES, say, save_model, training_precision, StepTimer
+    from fastai.vision.all import num_distrib, rank_distrib   # the heavy imports, once the light checks passed
+    from floodseg.learner import ARCHS, LOSSES, say, save_model, StepTimer
     check_args('floodseg_train', arch=(r.arch in ARCHS, f"one of {', '.join(ARCHS)}, not {r.arch!r}"), loss=(r.loss in LOSSES, f"one of {', '.join(LOSSES)}, not {r.loss!r}"),
-               device=(dev_ok := device_ok(device), '' if dev_ok else f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
+               device=device_check(device),
                cache=(cache is None or not Path(cache).is_file(), f"a folder, not the file {cache}"))
-    import torch
-    try: training_precision(r.precision, torch.device(device).type if device else default_device().type)
-    except FloodsegInputError as e: raise CliError(f"floodseg_train: {e}") from None
     par = num_distrib() > 1   # started by `accelerate launch` with several processes: train in all, write from rank 0
     if par and rank_distrib(): warnings.simplefilter('ignore')   # rank 0 says it once
     if par:
@@ -281,8 +284,7 @@ def floodseg_train(
     return metrics
 
 # %% ../nbs/13_cli.ipynb #predict-03
-def _is_model_folder(p):
-    return (Path(p)/CONFIG_FILE).exists() and (Path(p)/WEIGHTS_FILE).exists()
+def _is_model_folder(p): return (Path(p)/CONFIG_FILE).exists() and (Path(p)/WEIGHTS_FILE).exists()
 
 # %% ../nbs/13_cli.ipynb #70051043
 def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with its <name>_vh.tif) and/or folders of them
@@ -338,12 +340,13 @@ def floodseg_predict(
     for m in ([model] if model else []) + [s for s in scenes if Path(s).is_dir()]:
         if (Path(m)/WEIGHTS_FILE).exists() and not (Path(m)/CONFIG_FILE).exists():
             raise CliError(f"floodseg_predict: {m} holds {WEIGHTS_FILE} but no {CONFIG_FILE}: not a model folder (save_model writes both)")
+    model = model or SHIPPED
     if not scenes: raise CliError("floodseg_predict: name at least one scene file or folder")
     check_args('floodseg_predict', tile=(tile > 0 and tile % 32 == 0, f"a positive multiple of 32, not {tile}"),
                overlap=(0 <= overlap <= tile // 2, f"between 0 and tile/2 = {tile // 2}, not {overlap}"), bs=(bs > 0, f"a positive number of tiles, not {bs}"),
                layout=(layout is None or layout in LAYOUTS, f"one of {', '.join(LAYOUTS)}, not {layout!r}"),
                precision=(precision in ('auto', 'fp32', 'fp16', 'bf16'), f"auto, fp32, fp16 or bf16, not {precision!r}"),
-               device=(dev_ok := device_ok(device), '' if dev_ok else f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"),
+               device=device_check(device),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"), min_area=(min_area is None or min_area >= 0, f">= 0 m², not {min_area}"),
                simplify=(simplify is None or simplify >= 0, f">= 0 pixels, not {simplify}"),
                scenes=(all(Path(s).exists() for s in scenes), f"existing files or folders; not found: {', '.join(s for s in scenes if not Path(s).exists())}"),
@@ -363,7 +366,7 @@ def floodseg_predict(
                   **(dict(reference=reference_water, reference_min=REFERENCE_MIN if reference_min is None else reference_min) if reference_water else {}))
         if dask:
             from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
-            with dask_client(dask) as client: res = map_scenes_dask(client, model or 'default', *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
+            with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
         else: res = map_flood(*scenes, model=model, device=device, precision=precision, tta=tta, bs=bs, bands=bands, **kw)
     except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
     except OSError as e: raise CliError(f"floodseg_predict: cannot write into {out} ({os_reason(e, out)}); outputs finished before are kept, the one being written was removed") from None
