@@ -166,7 +166,7 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
             for m in methods:
                 p = probs[m][i]; p[~c.valid] = np.nan
                 hists[m].add(p, c.label)
-                rows.append(base | dict(method=m, threshold=thr, loss=tile_loss(p, c.label, lf)) | confusion(p, c.label, thr))
+                rows.append(base | dict(method=m, threshold=thr, loss=tile_loss(p, c.label, lf)) | confusion(pred.mask(p, c.image), c.label))   # at the threshold, and the chip's own split under a split rule
             for m, (b, t) in baseline_thresholds(c, thresholds).items():
                 rows.append(base | dict(method=m, threshold=t, loss=np.nan) | confusion(c.image[BAND_INDEX[b]] < t, c.label))
     if not rows: raise FloodsegInputError(f"none of the {len(chips)} chips could be scored: " + '; '.join(p['problem'] for p in problems[:5]))

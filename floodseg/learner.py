@@ -32,8 +32,9 @@ from .data import *
 __all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'class_weights', 'SARLoss', 'WaterIoU', 'WaterDice',
            'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision', 'inference_autocast',
            'training_precision', 'apply_precision', 'sar_loss', 'training_data', 'flood_learner', 'model_cost',
-           'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'load_model', 'update_model_config',
-           'CPUBudget', 'StepBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood', 'StepTimer']
+           'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'split_problem', 'load_model',
+           'update_model_config', 'CPUBudget', 'StepBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress',
+           'fit_flood', 'StepTimer']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -317,6 +318,12 @@ def _finite(x, positive:bool=False) -> bool:
     "Is `x` a finite number (not a bool, not a string), and > 0 when `positive`?"
     return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and (x > 0 or not positive)
 
+def split_problem(split, threshold:float) -> str|None:
+    "What is wrong with a model's split rule `split` (`floodseg.predict.Predictor.mask`) under `threshold`; None when it is fine (a rule, or null)."
+    if split is None: return None
+    if not (isinstance(split, dict) and set(split) == {'band', 'prob'} and split['band'] in ('vv', 'vh') and _finite(split['prob']) and 0 < split['prob'] < threshold):
+        return f"split is {split!r}; a split rule is {{'band': 'vv' or 'vh', 'prob': a number in (0, {threshold:g}) (the threshold)}}, or null"
+
 def _check_config(cfg:dict, cf:Path):
     "`FloodsegInputError` naming `cf` and the key when a model config holds values no floodseg model can have."
     checks = [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
@@ -326,6 +333,7 @@ def _check_config(cfg:dict, cf:Path):
               ('cut', cfg.get('cut') is None or (isinstance(cfg['cut'], int) and not isinstance(cfg['cut'], bool)), 'a whole number (or null)')]
     for k, ok, want in checks:
         if not ok: raise FloodsegInputError(f"{cf}: {k} is {cfg[k]!r}; a floodseg model needs {want}")
+    if (why := split_problem(cfg.get('split'), cfg['threshold'])): raise FloodsegInputError(f"{cf}: {why}")
     st = cfg['stats']
     if not isinstance(st, dict) or not st: raise FloodsegInputError(f"{cf}: no normalisation statistics ('stats' is {st!r}); the model cannot standardise any layout")
     for lay, s in st.items():
@@ -387,6 +395,7 @@ def update_model_config(path,      # model folder (`save_model`)
     try: cfg = json.loads(cf.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise FloodsegInputError(f"{cf}: not valid JSON ({e})") from None
     cfg.update(updates)
+    if (why := split_problem(cfg.get('split'), cfg['threshold'])): raise ValueError(f"{cf}: {why}")
     atomic_write_text(cf, json.dumps(cfg, indent=1))
     return cfg
 

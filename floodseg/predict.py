@@ -16,9 +16,10 @@ from fastcore.basics import patch
 from .io import *
 from .radiometry import *
 from .learner import *
+from .baselines import BAND_INDEX, otsu_threshold
 
 # %% auto #0
-__all__ = ['scene_norm', 'chip_input', 'read_batches', 'dihedral', 'undo_dihedral', 'Predictor']
+__all__ = ['scene_norm', 'chip_input', 'read_batches', 'dihedral', 'undo_dihedral', 'Predictor', 'scene_split', 'split_words']
 
 # %% ../nbs/05_predict.ipynb #675adc7c
 def scene_norm(cfg:dict,          # the model's config: `stats` and `norm`
@@ -93,6 +94,7 @@ class Predictor:
         self.model.load_state_dict(model.state_dict())
         if self.channels_last: self.model.to(memory_format=torch.channels_last)
         self.temperature, self.threshold = float(cfg.get('temperature') or 1.), float(cfg['threshold'])
+        self.split = cfg.get('split')   # the split rule where the model is unsure (`Predictor.mask`), or None
         self.folder = None   # the model folder, when loaded by `from_folder`
 
     @classmethod
@@ -105,7 +107,7 @@ class Predictor:
         p.folder = model_path(path)   # where it came from: its files' hashes go into each map's STAC Item (`floodseg.stac`)
         return p
 
-    def __repr__(self): return f"Predictor({self.cfg['arch']}, cut {self.cfg.get('cut')}, norm {self.cfg.get('norm')!r}, {self.precision}, threshold {self.threshold:.2f}{', TTA' if self.tta else ''})"
+    def __repr__(self): return f"Predictor({self.cfg['arch']}, cut {self.cfg.get('cut')}, norm {self.cfg.get('norm')!r}, {self.precision}, threshold {self.threshold:.2f}{split_words(self.split)}{', TTA' if self.tta else ''})"
 
 # %% ../nbs/05_predict.ipynb #69fcf91a
 @patch
@@ -153,11 +155,6 @@ def __call__(self:Predictor, tiles) -> np.ndarray:
     "Water probability (B, H, W) float32 of standardised tiles (B, 2, H, W) (`Predictor.probs`)."
     return self.probs(tiles)
 
-@patch
-def mask(self:Predictor, prob) -> np.ndarray:
-    "Boolean water map: `prob > threshold` (nodata, NaN, is never water)."
-    return np.nan_to_num(np.asarray(prob, np.float32), nan=0.) > self.threshold
-
 # %% ../nbs/05_predict.ipynb #93390c9a
 @patch
 def chips(self:Predictor, chips:pd.DataFrame, # chip table to predict (each event's statistics come from all of its chips here)
@@ -173,3 +170,30 @@ def chips(self:Predictor, chips:pd.DataFrame, # chip table to predict (each even
         for (r, c), p in zip(batch, probs):
             p[~c.valid] = np.nan
             yield r, c, p
+
+# %% ../nbs/05_predict.ipynb #6213df19
+def scene_split(img:np.ndarray, # (2, H, W) VV, VH, NaN at nodata: the whole scene, or a reduced read of it
+                band:str='vh',  # the band split: 'vv' or 'vh'
+               ) -> float:
+    "Otsu's split of the scene's own valid `band` values: the value below which its dark class lies; NaN without valid pixels."
+    img = np.asarray(img, np.float32)
+    return otsu_threshold(img[BAND_INDEX[band]][np.isfinite(img).all(0)])
+
+def split_words(split:dict|None) -> str:
+    "The split rule in words, for a predictor's repr and a map's notes (empty without one)."
+    return f", {split['band'].upper()} split at p > {split['prob']:g}" if split else ""
+
+# %% ../nbs/05_predict.ipynb #b80f9e1a
+@patch
+def mask(self:Predictor, prob,       # water probability (H, W), NaN at nodata
+         img:np.ndarray|None=None,   # the (2, H, W) VV, VH the probability was predicted from (for the split rule)
+         split:float|None=None,      # the scene's split of the rule's band (`scene_split`); None: `img`'s own
+        ) -> np.ndarray:
+    "Boolean water map: `prob > threshold`; under the model's split rule also `prob > split['prob']` where the rule's band is below the scene's split. Nodata (NaN) is never water."
+    p = np.nan_to_num(np.asarray(prob, np.float32), nan=0.)
+    water = p > self.threshold
+    if not self.split or img is None: return water
+    band = np.asarray(img, np.float32)[BAND_INDEX[self.split['band']]]
+    s = scene_split(img, self.split['band']) if split is None else split
+    if not np.isfinite(s): return water
+    with np.errstate(invalid='ignore'): return water | ((p > self.split['prob']) & (band < s))

@@ -12,7 +12,8 @@ from fastcore.basics import store_attr
 from .io import FloodsegInputError
 
 # %% auto #0
-__all__ = ['SCHEDULE', 'KEEP', 'PRECISIONS', 'DEFAULT_SCHEDULE', 'RECIPES', 'Recipe', 'check_recipe', 'get_recipe', 'train']
+__all__ = ['SCHEDULE', 'KEEP', 'PRECISIONS', 'DEFAULT_SCHEDULE', 'RECIPES', 'Recipe', 'check_recipe', 'split_rule', 'get_recipe',
+           'train']
 
 # %% ../nbs/04a_recipe.ipynb #recipe-05
 SCHEDULE = ('epochs', 'budget', 'steps')   # a recipe trains for exactly one of these
@@ -43,6 +44,7 @@ class Recipe:
                  budget:float|None=None, # this many CPU minutes (`CPUBudget`), or
                  steps:int|None=None,    # this many optimizer steps (`StepBudget`); none of the three: `DEFAULT_SCHEDULE`
                  keep:str='last',        # 'best' (highest validation water IoU) or 'last' epoch's weights
+                 split:float=0.,         # the split rule: also water where p > split and VH is below the scene's own Otsu split (0: the threshold alone; `floodseg.predict.Predictor.mask`)
                  valid_pct:float=0.15,   # share of every event validated on, in whole spatial blocks, when no events or split are named
                  precision:str='auto',   # 'auto' (fp16 on a GPU, bf16 on a CPU that has it), 'fp32', 'fp16' or 'bf16'
                 ):
@@ -89,7 +91,7 @@ def _limits(r) -> list:
             (0 < r.keep_dry <= 1, 'keep_dry', 'in (0, 1]'), (0 <= r.balance <= 1, 'balance', 'between 0 and 1'),
             (r.wet >= 0, 'wet', '>= 0'), (r.max_rotate >= 0, 'max_rotate', '>= 0'), (r.jitter >= 0, 'jitter', '>= 0'), (r.rough >= 0, 'rough', '>= 0'),
             (r.lr >= 0, 'lr', '>= 0 (0: lr_find)'), (min(r.epochs, r.budget, r.steps) >= 0 and n == 1, next((k for k in SCHEDULE if getattr(r, k)), 'epochs'), 'a positive number, and only one of epochs, budget and steps'),
-            (r.keep in KEEP, 'keep', f"one of {', '.join(KEEP)}"), (0 < r.valid_pct < 1, 'valid_pct', 'between 0 and 1'),
+            (r.keep in KEEP, 'keep', f"one of {', '.join(KEEP)}"), (0 <= r.split < 0.5, 'split', 'in [0, 0.5) (below the threshold; 0: no split rule)'), (0 < r.valid_pct < 1, 'valid_pct', 'between 0 and 1'),
             (r.precision in PRECISIONS, 'precision', f"one of {', '.join(PRECISIONS)}")]
 
 def check_recipe(r:Recipe, # the recipe
@@ -122,6 +124,10 @@ def _from_dict(cls, d:dict, source:str='recipe') -> Recipe:
     return cls().replace(source=source, **d)
 
 Recipe.replace, Recipe.from_dict = _replace, classmethod(_from_dict)
+
+def split_rule(r:Recipe) -> dict|None:
+    "The model config's `split` for recipe `r`: `{'band': 'vh', 'prob': r.split}`, or None when `r.split` is 0."
+    return dict(band='vh', prob=r.split) if r.split else None
 
 # %% ../nbs/04a_recipe.ipynb #recipe-14
 RECIPES = {
@@ -175,7 +181,7 @@ def train(recipe:Recipe|str='default', # a `Recipe` or what `get_recipe` takes
     work = tempfile.TemporaryDirectory(prefix='floodseg_train_') if path is None else contextlib.nullcontext(path)
     with work as wpath:
         learn = flood_learner(dls, arch=r.arch, pretrained=r.pretrained, cut=r.cut, last_cross=r.last_cross, loss=r.loss, precision=r.precision, path=wpath)
-        learn.floodseg_config.update(recipe=r.to_dict(), seed=seed)
+        learn.floodseg_config.update(recipe=r.to_dict(), seed=seed, **({'split': split_rule(r)} if r.split else {}))
         say(f"training on {len(dls.train_ds)} chips, validating on {len(dls.valid_ds)}; device {dls.device}; {r.schedule}, "
             + (f"lr {r.lr:g}" if r.lr else "lr from lr_find") + " (epochs are numbered from 0, as fastai numbers them)")
         with (during_fit(learn) if during_fit else contextlib.nullcontext()):

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 from .io import *
 from .viz import *
 from .predict import *
+from .radiometry import image_stats
 from .metrics import scene_iou
 from .tiles import *
 from .tiles import open_raster, step_timer
@@ -32,8 +33,8 @@ __all__ = tiles.__all__ + writers.__all__ + __all__   # re-exported: the names o
 # %% ../nbs/11c_scene.ipynb #8c3d5743-3
 GDAL_CACHE_MB = 64   # GDAL's block cache while a scene is mapped
 
-def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor=None, on_step=None):
-    "Write the blended probability and its mask row by row into plain GeoTIFFs in `tmp`: the raw maps every writer starts from; also count the valid, water and low-confidence pixels."
+def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor=None, on_step=None, split=None):
+    "Write the blended probability and its mask (`Predictor.mask`; with the scene's `split` under a split rule) row by row into plain GeoTIFFs in `tmp`: the raw maps every writer starts from; also count the valid, water and low-confidence pixels."
     h, w = scene.shape
     prof = dict(driver='GTiff', width=w, height=h, count=1, crs=scene.crs, transform=scene.transform, bigtiff='IF_SAFER')
     raw = dict(prob=tmp/'prob.tif', mask=tmp/'mask.tif')
@@ -44,7 +45,8 @@ def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, e
     try:
         for r, p in prob_rows(scene.read, (h, w), predictor, norm, tile, overlap, progress, timings, executor, on_step):
             with step_timer(timings, 'write'):
-                win, m = Window(0, r, w, len(p)), (p > predictor.threshold).astype(np.uint8)
+                img = scene.read(r, r + len(p), 0, w) if split is not None else None   # the rows' own VV, VH for the split rule
+                win, m = Window(0, r, w, len(p)), predictor.mask(p, img, split).astype(np.uint8)
                 n_valid += int((~np.isnan(p)).sum()); n_water += int(m.sum()); n_unsure += int(((p > lo) & (p < hi)).sum())
                 m[np.isnan(p)] = MASK_NODATA
                 dsts[0].write(p, 1, window=win); dsts[1].write(m, 1, window=win)
@@ -88,7 +90,9 @@ def map_scene(predictor:Predictor, # the model
         if reference is not None: check_reference(reference, scene)
         there = [str(p) for p in targets.values() if p.exists()]
         if there and not overwrite: raise FileExistsError(f"{', '.join(there)}: exists already; pass overwrite=True to replace")
-        stats = scene.stats()
+        small = scene.overview()   # one reduced read of the whole scene: its statistics and, under a split rule, its split
+        stats = image_stats(small)
+        split = scene_split(small, predictor.split['band']) if predictor.split else None
         norm = predictor.norm(scene.kind, stats, layout, scene.paths[0])
         timings = {} if timings is None else timings
         tmp = Path(out)/f'.{name}.floodseg-tmp'
@@ -96,7 +100,7 @@ def map_scene(predictor:Predictor, # the model
         started = time.time()
         try:
             with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):   # in bytes: a small number would be read as bytes too
-                raw, n_valid, n_water, n_unsure = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor, on_step)
+                raw, n_valid, n_water, n_unsure = _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, executor, on_step, split)
                 if not n_valid: warnings.warn(f"{scene.paths[0]}: every input pixel is nodata, so the outputs are all nodata")
                 ref = None
                 if reference is not None:
@@ -104,7 +108,8 @@ def map_scene(predictor:Predictor, # the model
                     raw['reference'] = tmp/'reference.tif'
                 counts = dict(pixels=int(np.prod(scene.shape)), valid_pixels=n_valid, water_pixels=n_water, unsure_pixels=n_unsure)
                 flags = advisory_flags(predictor.cfg, scene.kind, stats, norm, scene.units, scene.units_asked, counts)
-                ctx = dict(name=name, predictor=predictor, norm=norm, stats=stats, counts=counts, flags=flags, reference=ref,
+                rule = dict(predictor.split, value=split) if predictor.split else None   # the rule and this scene's split
+                ctx = dict(name=name, predictor=predictor, norm=norm, stats=stats, counts=counts, flags=flags, reference=ref, split=rule,
                            targets=targets, options=options or {}, started=started, tile=tile, overlap=overlap)
                 done = {}
                 for f, wr in writers.items():
@@ -112,7 +117,7 @@ def map_scene(predictor:Predictor, # the model
             for k, p in done.items(): os.replace(p, targets[k])
         finally: shutil.rmtree(tmp, ignore_errors=True)
         return dict(name=name, layout=norm['layout'], norm=norm, shape=scene.shape, **targets, **counts, units=scene.units,
-                    reference=ref, flags=flags, timings=timings)
+                    reference=ref, flags=flags, split=rule, timings=timings)
     finally:
         if own: scene.close()
 

@@ -143,6 +143,7 @@ def scene_item(scene,          # the `SARScene`
              'floodseg:valid_pixels': counts['valid_pixels'], 'floodseg:water_pixels': counts['water_pixels'],
              'floodseg:water_share': _share(counts['water_pixels'], counts['valid_pixels']), 'floodseg:water_area_km2': areas.get('water'),
              'floodseg:flags': c['flags'], 'floodseg:flags_raised': [k for k, v in c['flags'].items() if v['raised']]}
+    if c.get('split'): props['floodseg:split'] = c['split']   # the split rule and this scene's split (`floodseg.predict.Predictor.mask`)
     if ref is not None:
         props.update({'floodseg:reference': dict(file=Path(ref['path']).name, min_value=ref['min_value'], coverage=ref['coverage'],
                                                   reference_pixels=ref['reference_pixels'], permanent_pixels=ref['permanent_pixels']),

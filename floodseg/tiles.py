@@ -268,12 +268,17 @@ class SARScene:
         img[:, np.isnan(img).any(0)] = np.nan
         return img
 
-    def stats(self, max_size:int=2048, # read at most this many pixels along each side (nearest neighbour, overviews when present)
-             ) -> dict:
-        "The scene's own `image_stats`, from a read of the whole scene at reduced resolution."
+    def overview(self, max_size:int=2048, # read at most this many pixels along each side (nearest neighbour, overviews when present)
+                ) -> np.ndarray:
+        "The whole scene read at reduced resolution: VV, VH float32 (2, h, w) in dB, for what is computed once per scene in bounded memory."
         h, w = self.shape
         f = max(1., max(h, w) / max_size)
-        return image_stats(self.read(0, h, 0, w, out_shape=(max(1, round(h / f)), max(1, round(w / f)))))
+        return self.read(0, h, 0, w, out_shape=(max(1, round(h / f)), max(1, round(w / f))))
+
+    def stats(self, max_size:int=2048, # read at most this many pixels along each side (`overview`)
+             ) -> dict:
+        "The scene's own `image_stats`, from a read of the whole scene at reduced resolution."
+        return image_stats(self.overview(max_size))
 
     def close(self):
         for d in self.ds: d.close()
