@@ -144,6 +144,7 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
     cfg = pred.cfg
     chips = with_norms(chips, cfg['stats'], cfg.get('norm', 'layout'))
     thr, T, lf = pred.threshold, pred.temperature, model_loss(cfg)
+    splits = event_splits(chips, pred.split['band']) if pred.split else {}   # under a split rule: each event's chips as tiles of one scene
     methods = {'model': False} | ({'model_tta': True} if tta else {})
     hists, seconds = {m: LogitHist() for m in methods}, dict.fromkeys(methods, 0.)
     rows, problems, n = [], [], 0
@@ -166,7 +167,7 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
             for m in methods:
                 p = probs[m][i]; p[~c.valid] = np.nan
                 hists[m].add(p, c.label)
-                rows.append(base | dict(method=m, threshold=thr, loss=tile_loss(p, c.label, lf)) | confusion(pred.mask(p, c.image), c.label))   # at the threshold, and the chip's own split under a split rule
+                rows.append(base | dict(method=m, threshold=thr, loss=tile_loss(p, c.label, lf)) | confusion(pred.mask(p, c.image, splits.get(r.event)), c.label))   # at the threshold (and the event's split under a split rule)
             for m, (b, t) in baseline_thresholds(c, thresholds).items():
                 rows.append(base | dict(method=m, threshold=t, loss=np.nan) | confusion(c.image[BAND_INDEX[b]] < t, c.label))
     if not rows: raise FloodsegInputError(f"none of the {len(chips)} chips could be scored: " + '; '.join(p['problem'] for p in problems[:5]))

@@ -19,7 +19,8 @@ from .learner import *
 from .baselines import BAND_INDEX, otsu_threshold
 
 # %% auto #0
-__all__ = ['scene_norm', 'chip_input', 'read_batches', 'dihedral', 'undo_dihedral', 'Predictor', 'scene_split', 'split_words']
+__all__ = ['scene_norm', 'chip_input', 'read_batches', 'dihedral', 'undo_dihedral', 'Predictor', 'scene_split', 'split_words',
+           'event_splits']
 
 # %% ../nbs/05_predict.ipynb #675adc7c
 def scene_norm(cfg:dict,          # the model's config: `stats` and `norm`
@@ -182,6 +183,22 @@ def scene_split(img:np.ndarray, # (2, H, W) VV, VH, NaN at nodata: the whole sce
 def split_words(split:dict|None) -> str:
     "The split rule in words, for a predictor's repr and a map's notes (empty without one)."
     return f", {split['band'].upper()} split at p > {split['prob']:g}" if split else ""
+
+# %% ../nbs/05_predict.ipynb #f62738c6
+def event_splits(chips:pd.DataFrame, # a chip table
+                 band:str='vh',      # the band split
+                 step:int=4,         # every `step`-th pixel of each chip along each axis (a reduced read, as `map_scene`'s)
+                ) -> dict:
+    "`{event: split}`: the split (`scene_split`) of each event's chips pooled, as tiles of one scene; chips that cannot be read are left out (NaN for an event without any)."
+    out = {}
+    for e, g in chips.groupby('event', sort=False):
+        vals = []
+        for r in g.itertuples(index=False):
+            try: c = read_chip(r, with_label=False)
+            except FloodsegInputError: continue
+            vals.append(c.image[:, ::step, ::step].reshape(2, -1, 1))
+        out[e] = scene_split(np.concatenate(vals, 1), band) if vals else float('nan')
+    return out
 
 # %% ../nbs/05_predict.ipynb #b80f9e1a
 @patch
