@@ -44,7 +44,7 @@ def model_provenance(predictor, # a `Predictor` (`map_scene` hands over one with
         hashes = dict(config_sha256=file_sha256(Path(folder)/CONFIG_FILE), weights_sha256=file_sha256(Path(folder)/WEIGHTS_FILE))
     else: name, hashes = None, dict(config_sha256=hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest(), weights_sha256=None)
     return dict(name=name, **hashes, arch=cfg.get('arch'), cut=cfg.get('cut'), recipe=card.get('recipe'), trained=card.get('trained'),
-                trained_with=cfg.get('floodseg_version'), threshold=float(predictor.threshold), temperature=float(predictor.temperature),
+                trained_with=cfg.get('floodseg_version'), threshold=float(predictor.threshold), split=getattr(predictor, 'split', None), temperature=float(predictor.temperature),
                 norm=cfg.get('norm'), tta=bool(getattr(predictor, 'tta', False)), precision=getattr(predictor, 'precision', None))
 
 # %% ../nbs/12a_stac.ipynb #stac-10

@@ -48,11 +48,11 @@ class BearerToken:
 def model_card(model,     # what was passed as --model: a folder, or 'default'
                predictor, # its `Predictor`
               ) -> dict:
-    "The model's provenance for `/v1/model` and every job: name, hashes of its files, architecture, threshold, the units of the input it expects."
+    "The model's provenance for `/v1/model` and every job: name, hashes of its files, architecture, threshold and split rule, the units of the input it expects."
     p, cfg = model_path(model), predictor.cfg
     name = SHIPPED if str(model) == SHIPPED else '/'.join(p.resolve().parts[-2:]) if p.name == 'model' else p.resolve().name
     return dict(name=name, config_sha256=file_sha256(p/CONFIG_FILE), weights_sha256=file_sha256(p/WEIGHTS_FILE), arch=cfg['arch'], cut=cfg.get('cut'),
-                threshold=predictor.threshold, temperature=predictor.temperature, norm=cfg.get('norm'), layouts=sorted(cfg['stats']),
+                threshold=predictor.threshold, split=predictor.split, temperature=predictor.temperature, norm=cfg.get('norm'), layouts=sorted(cfg['stats']),
                 units=LAYOUTS['sen1floods11'].units, trained_with=cfg.get('floodseg_version'), metrics=cfg.get('metrics'),
                 device=str(predictor.device), precision=predictor.precision)
 
