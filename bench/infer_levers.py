@@ -201,6 +201,10 @@ def split_scores(name, chips):
     "Per chip: the model at 0.5, the chip's own bimodal VH split alone, the two or'ed, and the model at 0.2 below the split (`SPLIT_P`)."
     model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
     pred, res = Predictor(model, dict(cfg, threshold=0.5)), {}
+    ev_split = {}   # each event's Otsu VH split over all its test chips (an ETCI event is tiles of one scene, as map_scene would see it)
+    for e, g in chips.groupby('event'):
+        vals = [(c := read_chip(r, with_label=False)).image[BAND_INDEX['vh']][c.valid] for r in g.itertuples(index=False)]
+        ev_split[e] = otsu_threshold(np.concatenate(vals))
     for r, c, p in pred.chips(chips, progress=False):
         if p is None or c.label is None or not (c.label != IGNORE).any(): continue
         vh = c.image[BAND_INDEX['vh']]
@@ -210,8 +214,9 @@ def split_scores(name, chips):
         to = otsu_threshold(vh[c.valid])   # always defined, bimodal or not: on a dry chip it splits land, so only where the model is unsure
         masks = dict(model=p > 0.5, split=below, model_or_split=(p > 0.5) | below, model_at_split=(p > 0.5) | (below & (p > SPLIT_P)),
                      model_or_vh22=(p > 0.5) | (c.valid & (vh < -22)), model_at_vh22=(p > 0.5) | (c.valid & (vh < -22) & (p > SPLIT_P)),
-                     model_at_otsu=(p > 0.5) | (c.valid & (vh < to) & (p > SPLIT_P)), model_at_otsu_vh22=(p > 0.5) | (c.valid & (vh < min(to, -22.)) & (p > SPLIT_P)))
-        res[r.chip_id] = {k: scores(**confusion(m, c.label)) for k, m in masks.items()} | dict(threshold=t, ashman_d=d, dark_share=share, otsu_vh=float(to))
+                     model_at_otsu=(p > 0.5) | (c.valid & (vh < to) & (p > SPLIT_P)), model_at_otsu_vh22=(p > 0.5) | (c.valid & (vh < min(to, -22.)) & (p > SPLIT_P)),
+                     model_at_event_otsu=(p > 0.5) | (c.valid & (vh < ev_split[r.event]) & (p > SPLIT_P)))
+        res[r.chip_id] = {k: scores(**(cm := confusion(m, c.label))) | cm for k, m in masks.items()} | dict(threshold=t, ashman_d=d, dark_share=share, otsu_vh=float(to), event_otsu_vh=float(ev_split[r.event]))
     return res
 
 @call_parse
@@ -232,7 +237,7 @@ def main(models:str, # protocol model names (bench/protocol/models/<name>), sepa
             r = fn(name, test)
             (OUT/f'{name}_{key}.json').write_text(json.dumps(dict(model=name, fold=fold, scores=r), indent=1, default=float))
             print(name, key, {s: round(v['iou'], 4) for s, v in r.items() if 'iou' in v} if key != 'split' else
-                  {c: {k: round(v['iou'], 3) for k, v in s.items() if isinstance(v, dict)} for c, s in r.items()}, flush=True)
+                  {c: {k: round(v['iou'], 3) for k, v in s.items() if isinstance(v, dict)} for c, s in list(r.items())[:20]}, flush=True)
         if water and not (OUT/f'{name}_water.json').exists():
             r = water_scores(name, test)
             (OUT/f'{name}_water.json').write_text(json.dumps(dict(model=name, fold=fold, scenes=r), indent=1, default=float))

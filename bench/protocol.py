@@ -317,7 +317,7 @@ def library_recipe(rc:dict, steps=None, budget=8.) -> Recipe:
                   size=rc['size'], bs=rc['bs'], balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), max_rotate=rc['max_rotate'], jitter=rc['jitter'],
                   rough=rc.get('rough', 0.), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
 
-LIBRARY = {'default': 'auto_ce_land_c3_jitter'}   # the library's recipes (`floodseg.recipe.RECIPES`) under their protocol names
+LIBRARY = {'default': 'bal_c3_jitter'}   # the library's recipes (`floodseg.recipe.RECIPES`) under their protocol names
 
 def run(recipe, fold, seed, budget, tta=False, adapt=0., steps=None):
     name = f"{recipe}_{fold}_s{seed}_" + (f"n{steps}" if steps else f"b{budget:g}") + (f"_a{adapt:g}" if adapt else '')
@@ -535,20 +535,25 @@ RULES = {'model': 'the model at 0.5', 'model_or_vh22': 'or VH < -22 dB', 'model_
          'model_or_split': "or the chip's bimodal VH split", 'model_at_split': 'the split where p > 0.2', 'split': 'the bimodal split alone',
          'model_at_otsu': "the chip's Otsu VH split where p > 0.2", 'model_at_otsu_vh22': 'the lower of Otsu VH and -22 dB where p > 0.2'}
 
-def rule_markdown(cf=None):
-    "Decision rules on the dB folds (`bench/infer_levers.py --split`, the same saved models): wins / ties / losses against the best threshold per rule and recipe."
+def rule_frame(cf=None):
+    "`chip_frame` rows of every run with a `bench/infer_levers.py --split` result, once per decision rule, with the model's IoU, recall and false water under that rule (column `rule`)."
     cf = chip_frame() if cf is None else cf
     d = OUT/'infer'
     rs = [json.loads(f.read_text()) for f in sorted(d.glob('*_split.json'))] if d.exists() else []
-    if not rs or not len(cf): return []
     rows = []
     for r in rs:
+        if r['fold'] not in DB_FOLDS: continue   # the ETCI folds' rules: `etci_rule_markdown`
         run = json.loads((OUT/'runs'/f"{r['model']}.json").read_text())
         for chip, sc in r['scores'].items():
             base = cf[(cf.recipe == run['recipe']) & (cf.fold == run['fold']) & (cf.seed == run['seed']) & (cf.chip == chip) & (cf.budget == budget_label(run))].iloc[0]
             for rule in RULES:
                 if rule in sc: rows.append(base.to_dict() | dict(rule=rule, model_iou=sc[rule]['iou'], model_recall=sc[rule]['recall'], model_fw=sc[rule]['pred_water_share']))
-    rf = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+def rule_markdown(cf=None):
+    "Decision rules on the dB folds (`bench/infer_levers.py --split`, the same saved models): wins / ties / losses against the best threshold per rule and recipe."
+    rf = rule_frame(cf)
+    if not len(rf): return []
     lines = ["## Decision rules on the dB folds (`bench/infer_levers.py --split`; the same saved models, no retraining)", "",
              "The model's water at 0.5 combined with a threshold applied to the chip itself: or'ed with fixed VH < -22 dB; VH < -22 dB taken only where "
              "the model gives at least 0.2; the same two with the chip's own bimodal VH split (a two-Gaussian mixture, kept where Ashman's D > 2 and the dark "
@@ -557,6 +562,31 @@ def rule_markdown(cf=None):
     for (rec, budget, rule), g in rf.groupby(['recipe', 'budget', 'rule'], sort=False):
         s = chip_summary(g.assign(recipe=rec)).iloc[0]
         lines.append(f"| {rec} | {budget} | {s.seeds} | {rule}: {RULES[rule]} | {s.wtl} | {s.iou:.3f} | {s.recall:.3f} |")
+    return lines + [""]
+
+def etci_rule_markdown():
+    "The split rule on the ETCI folds (`bench/infer_levers.py --split` on their saved models; each 256² tile its own scene): pooled IoU and recall against the model at 0.5."
+    rows = []
+    for f in sorted((OUT/'infer').glob('*_split.json')):
+        r = json.loads(f.read_text())
+        if r['fold'] not in ('nal', 'neb'): continue
+        run = json.loads((OUT/'runs'/f"{r['model']}.json").read_text())
+        for rule in ('model', 'model_at_otsu', 'model_at_event_otsu'):
+            if rule not in next(iter(r['scores'].values())): continue
+            c = {k: sum(sc[rule][k] for sc in r['scores'].values()) for k in ('tp', 'fp', 'fn')}
+            rows.append(dict(recipe=run['recipe'], fold=r['fold'], seed=run['seed'], budget=budget_label(run), rule=rule,
+                             iou=c['tp'] / (c['tp'] + c['fp'] + c['fn']), recall=c['tp'] / (c['tp'] + c['fn'])))
+    if not rows: return []
+    df = pd.DataFrame(rows).groupby(['recipe', 'budget', 'fold', 'rule']).agg(n=('seed', 'size'), iou=('iou', 'mean'), recall=('recall', 'mean')).reset_index()
+    lines = ["## The split rule on the ETCI folds (`bench/infer_levers.py --split`; each 256² tile is its own scene)", "",
+             "Pooled water IoU and recall of the held-out event at 0.5; with the tile's own Otsu VH split where p > 0.2 (`model_at_otsu`, as `evaluate_chips` does); and with the event's Otsu VH split over all its tiles "
+             "where p > 0.2 (`model_at_event_otsu`: the event is tiles of one scene, the split `map_scene` would compute). Seed means.", "",
+             "| recipe | budget | fold | seeds | IoU at 0.5 | recall at 0.5 | IoU, tile split | recall, tile split | IoU, event split | recall, event split |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (rec, b, fold), g in df.groupby(['recipe', 'budget', 'fold'], sort=False):
+        g = g.set_index('rule')
+        m, o = g.loc['model'], g.loc['model_at_otsu']
+        e = g.loc['model_at_event_otsu'] if 'model_at_event_otsu' in g.index else None
+        lines.append(f"| {rec} | {b} | {fold} | {m.n} | {m.iou:.3f} | {m.recall:.3f} | {o.iou:.3f} | {o.recall:.3f} | " + (f"{e.iou:.3f} | {e.recall:.3f} |" if e is not None else "– | – |"))
     return lines + [""]
 
 def chip_markdown(cf=None, per_chip:bool=True):
@@ -608,6 +638,7 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
             lines += [f"## {budget} of training, {what}", "", recipe_markdown(df, budget, policy), ""]
     lines += chip_markdown()
     lines += rule_markdown()
+    lines += etci_rule_markdown()
     lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
     for r, what in LEVERS.items():
         g = df[df.recipe == r]

@@ -22,7 +22,7 @@ import torch
 from fastcore.script import call_parse
 from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).parent))
-from protocol import RECIPES, LIBRARY, library_recipe, OUT as PROTO, MAIN_FOLDS, SAME_ON_ETCI, BASELINES, runs_frame, recipe_table, training_water, chip_frame, chip_summary, chip_table_md
+from protocol import RECIPES, LIBRARY, library_recipe, OUT as PROTO, MAIN_FOLDS, SAME_ON_ETCI, BASELINES, runs_frame, recipe_table, training_water, chip_frame, chip_summary, chip_table_md, rule_frame, etci_rule_markdown
 import floodseg
 from floodseg.io import *
 from floodseg.learner import *
@@ -38,16 +38,19 @@ def protocol_rows(recipe):
     df, out = runs_frame(), {}
     for budget in sorted(df[df.recipe == recipe].budget.unique()):
         t, base = recipe_table(df, budget, 'iou_cap')   # threshold 0.5 under the library's rule (`at_water_share`)
+        if recipe not in set(t.recipe): continue   # a budget with the recipe's dB folds only
         row = t.set_index('recipe').loc[recipe]
         for f in MAIN_FOLDS:
             if row[f]: m, sd, n, _ = row[f]; out[(budget, f)] = (n, float(m), float(sd) if n > 1 else float('nan'), base[f])
     return out
 
-DB_BUDGET = '8 CPU-min'   # the dB folds' runs the card reports (`protocol.budget_label`)
+DB_BUDGET = '200 steps'   # the dB folds' runs the card reports (`protocol.budget_label`)
+SPLIT_RULE = 'model_at_otsu'   # `bench/infer_levers.py --split`'s name for the library's split rule on a dB chip (each chip its own scene)
 
-def db_folds(recipe):
-    "The protocol's dB folds for `recipe` (every usable labelled dB chip held out once): wins / ties / losses, means and per-chip rows, or None."
-    cf = chip_frame()
+def db_folds(recipe, split:bool=False):
+    "The protocol's dB folds for `recipe` (every usable labelled dB chip held out once), at 0.5 or (`split`) under the split rule: wins / ties / losses, means and per-chip rows, or None."
+    cf = chip_frame() if not split else rule_frame().query("rule == @SPLIT_RULE").drop(columns='rule')
+    if not len(cf): return None
     cf = cf[cf.budget == DB_BUDGET]
     if not (cf.recipe == recipe).any(): return None
     s = chip_summary(cf).set_index('recipe').loc[recipe]
@@ -55,7 +58,7 @@ def db_folds(recipe):
     m = m[m.water > 0].assign(best=lambda d: d[[f'{k}_iou' for k in BASELINES]].max(axis=1), best_name=lambda d: d[[f'{k}_iou' for k in BASELINES]].idxmax(axis=1).str[:-4])
     losses = [dict(chip=r.chip, water=r.water, model=r.model_iou, recall=r.model_recall, best=r.best, threshold=r.best_name)
               for r in m.itertuples() if r.model_iou < r.best - 0.02]
-    return dict(seeds=int(s.seeds), chips=int(s.chips), steps=float(s.steps), wins_ties_losses=s.wtl, wins_ties_losses_all_seeds=s.wtl_all, iou=float(s.iou),
+    return dict(split=split, seeds=int(s.seeds), chips=int(s.chips), steps=float(s.steps), wins_ties_losses=s.wtl, wins_ties_losses_all_seeds=s.wtl_all, iou=float(s.iou),
                 recall=float(s.recall), best_threshold=float(s.best_thr), losses=losses, table=chip_table_md(cf, recipe)[2:])
 
 def db_section(mc):
@@ -64,7 +67,8 @@ def db_section(mc):
     if not d: return "Not measured for this recipe (`bench/protocol.py`'s dB folds)."
     lost = '; '.join(f"{l['chip']} ({l['water']:.0%} water: model {l['model']:.3f}, recall {l['recall']:.3f}; {l['threshold']} {l['best']:.3f})" for l in d['losses'])
     return (f"Every usable labelled dB chip of the shared data (9 Sen1Floods11, 4 STAC Overflow) held out once, in three folds that each train this "
-            f"recipe on both ETCI events and the other dB chips ({d['seeds']} seed{'s' * (d['seeds'] > 1)}, 8 CPU-min each: {d.get('steps', float('nan')):.0f} optimizer steps on the AVX2 machine they ran on, far fewer than this model's training), and compared chip by chip with "
+            f"recipe on both ETCI events and the other dB chips ({d['seeds']} seed{'s' * (d['seeds'] > 1)}, {d.get('steps', float('nan')):.0f} optimizer steps each, fewer than this model's training"
+            + ("; water at p > 0.5 or below the chip's own Otsu VH split where p > 0.2, the split rule this model is shipped with" if d.get('split') else '') + "), and compared chip by chip with "
             f"fixed VH < -22 dB, fixed VV < -15 dB and Otsu on the chip's own VV and VH (the best of the four picked on the chip itself). "
             f"Wins / ties / losses (within 0.02 IoU is a tie; a chip without water is judged by the share it calls water): **{d['wins_ties_losses']}** "
             f"of {d['chips']} chips. Mean over the chips with water: model {d['iou']:.3f} (recall {d['recall']:.3f}), best threshold {d['best_threshold']:.3f}."
@@ -107,7 +111,7 @@ def refresh_card():
     "Rewrite the shipped model's card and `model_card` entry with the protocol's current scores and cost (weights untouched)."
     cfg = json.loads((DEST/CONFIG_FILE).read_text()); mc = cfg['model_card']
     mc['protocol'] = {f"{f}@{b}": dict(n=n, mean=m, sd=s, best_threshold=t) for (b, f), (n, m, s, t) in protocol_rows(mc['recipe']).items()}
-    mc['db_folds'] = db_folds(mc['recipe'])
+    mc['db_folds'] = db_folds(mc['recipe'], bool(cfg.get('split')))
     if (PROTO/'cost.json').exists(): mc['cost'] = json.loads((PROTO/'cost.json').read_text()).get(mc['recipe'], {})
     if shared_data() is not None: mc['validation_by_event'] = validation_by_event(DEST, shared_data(), mc['seed'])
     (DEST/CONFIG_FILE).write_text(json.dumps(cfg, indent=1, default=float))
@@ -132,6 +136,25 @@ mean the map is wrong; it means the scene is outside what this model was trained
 
 Which shared chips raise which flag with this model is in `bench/FLAGS.md` (`bench/flags.py`).
 """
+
+def split_note(cfg):
+    "The card's words for the model's split rule ('' without one)."
+    sp = cfg.get('split')
+    return (f", and the split rule: water also where p > {sp['prob']:g} and {sp['band'].upper()} is below the scene's own Otsu split "
+            "(`floodseg.predict.Predictor.mask`; computed once per scene from a reduced read of it, and once per event for a chip table)") if sp else ''
+
+def etci_split_section(cfg):
+    "The card's table of the split rule on the ETCI folds (`protocol.etci_rule_markdown`), for a model with a split rule."
+    if not cfg.get('split'): return ''
+    rec = cfg['model_card']['recipe']
+    lines = etci_rule_markdown()
+    rows = [l for l in lines if l.startswith(f"| {SAME_ON_ETCI.get(rec, rec)} |")]
+    if not rows: return ''
+    head = [l for l in lines if l.startswith('| recipe') or l.startswith('|---')]
+    return ("\n### The split rule on the ETCI folds\n"
+            f"The ETCI folds above at 0.5 and with the split rule ({'runs of `' + SAME_ON_ETCI[rec] + '`, the same training there' if rec in SAME_ON_ETCI else 'this recipe'}): "
+            "with each tile's own split, as if every 256² tile were a scene, and with the event's split over all its tiles, as `map_scene` computes it for a scene "
+            "and `evaluate_chips` for a chip table.\n\n" + "\n".join(head + rows) + "\n")
 
 def model_card(cfg, metrics):
     mc = cfg['model_card']
@@ -158,7 +181,7 @@ The model `floodseg_predict` and `load_model('default')` use when no other is na
 - Input statistics (`norm = '{cfg['norm']}'`): ETCI-style 8-bit scenes are standardised with the scene's (event's) own mean and standard
   deviation over {"its land (`floodseg.radiometry.land_stats`: VV trimmed below 2 land standard deviations, which does not move with the scene's water share)" if cfg['norm'] == 'ownland' else 'its valid pixels'}; dB scenes with the stored dB statistics of the training chips{"' dry (labelled non-water) pixels, so that land is near N(0, 1) in both kinds of scene" if any(v.get('pixels') == 'dry' for v in st.values()) else ''}
   ({', '.join(f"{k}: VV {v['mean'][0]:.2f} ± {v['std'][0]:.2f}, VH {v['mean'][1]:.2f} ± {v['std'][1]:.2f}" for k, v in st.items())}).{water}
-- Decision threshold {cfg['threshold']} on the water probability. Weights stored as {mc['weights_dtype']}
+- Decision threshold {cfg['threshold']} on the water probability{split_note(cfg)}. Weights stored as {mc['weights_dtype']}
   (largest difference in water probability from the float32 weights on the embedded sample: {mc['max_prob_difference_from_float32']:.4f}).
 
 ## Training
@@ -186,7 +209,7 @@ test data (which favours it).{f" On the two ETCI folds the runs of `{SAME_ON_ETC
 
 ### Held-out dB chips, one by one
 {db_section(mc)}
-
+{etci_split_section(cfg)}
 ## Intended use
 Mapping open surface water during floods in Sentinel-1 GRD scenes (VV and VH, dB, 10 m, any CRS) and in ETCI-style 8-bit tiles, as a
 first map for analysts and a baseline for researchers. Check the map against the quicklook; use it with other evidence for decisions.
@@ -286,7 +309,7 @@ def main(recipe:str='default', # a library recipe (a floodseg.recipe.RECIPES nam
                              validation_iou_last=metrics['best_epoch']['water_iou'], weights_dtype='float16' if mb32 > 16 else 'float32',
                              max_prob_difference_from_float32=diff,
                              protocol={f"{f}@{b}": dict(n=n, mean=m, sd=s, best_threshold=t) for (b, f), (n, m, s, t) in rows.items()},
-                             cost=cost, trained=time.strftime('%Y-%m-%d'), db_folds=db_folds(name))
+                             cost=cost, trained=time.strftime('%Y-%m-%d'), db_folds=db_folds(name, bool(cfg.get('split'))))
     cfg['model_card']['validation_by_event'] = validation_by_event(stage, root, seed)
     (stage/CONFIG_FILE).write_text(json.dumps(cfg, indent=1, default=float))
     (stage/'MODEL_CARD.md').write_text(model_card(cfg, metrics))

@@ -131,7 +131,7 @@ def split_rule(r:Recipe) -> dict|None:
 
 # %% ../nbs/04a_recipe.ipynb #recipe-14
 RECIPES = {
-    'default': Recipe(),   # the shipped model (floodseg/models/default): chosen by bench/PROTOCOL.md
+    'default': Recipe(balance=1., split=0.2),   # the shipped model (floodseg/models/default): chosen by bench/PROTOCOL.md's dB and ETCI folds
     'quick': Recipe(cut=-4, jitter=0., epochs=2, keep='best'),   # notebooks and smoke tests: flood_learner's own defaults, 2 epochs
 }
 
