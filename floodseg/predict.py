@@ -181,7 +181,7 @@ def scene_split(img:np.ndarray, # (2, H, W) VV, VH, NaN at nodata: the whole sce
     return otsu_threshold(img[BAND_INDEX[band]][np.isfinite(img).all(0)])
 
 def split_words(split:dict|None) -> str:
-    "The split rule in words, for a predictor's repr and a map's notes (empty without one)."
+    "The split rule in words, for a predictor's repr (empty without one)."
     return f", {split['band'].upper()} split at p > {split['prob']:g}" if split else ""
 
 # %% ../nbs/05_predict.ipynb #f62738c6
