@@ -32,15 +32,11 @@ from floodseg.io import LAYOUTS, READ_CHECKS, chip_table, shared_data, sample_pa
 from floodseg.data import sar_dataloaders, ChipCache
 from floodseg.recipe import RECIPES
 from floodseg.learner import flood_learner, StepTimer, cpu_bf16_supported, resolve_precision
+from floodseg.interpret import md_table   # the library's Markdown table
 from fastai.callback.core import Callback, CancelFitException
 
 R = RECIPES['default']
 BEGIN, END = '<!-- loader.py -->', '<!-- /loader.py -->'
-
-def md_table(df):
-    "A Markdown table (without pandas' optional tabulate)."
-    return '\n'.join(['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)] +
-                     ['| ' + ' | '.join(map(str, r)) + ' |' for r in df.itertuples(index=False)])
 
 def machine() -> str:
     "CPU model, cores, AVX512-BF16, torch."

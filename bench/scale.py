@@ -20,6 +20,7 @@ from floodseg.io import chip_table, read_chip, shared_data, sample_path
 from floodseg.predict import Predictor
 from floodseg.scene import map_scene
 from floodseg.distributed import map_scenes_dask, map_scene_dask
+from floodseg.interpret import md_table   # the library's Markdown table
 
 def peak_mb(): return int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read())[1]) / 1024
 
@@ -35,11 +36,6 @@ def mosaic(imgs, first, path, side, seed):
                 h, w = min(512, side - i), min(512, side - j)
                 dst.write(np.ascontiguousarray(a[:, :h, :w]), window=Window(j, i, w, h))
     return path
-
-def md_table(df):
-    "A Markdown table (without pandas' optional tabulate)."
-    return '\n'.join(['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)] +
-                     ['| ' + ' | '.join(map(str, r)) + ' |' for r in df.itertuples(index=False)])
 
 def main():
     ap = argparse.ArgumentParser()

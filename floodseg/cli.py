@@ -10,138 +10,19 @@ import contextlib, functools, json, shutil, signal, sys, threading, time, warnin
 from pathlib import Path
 import numpy as np
 import pandas as pd
-import matplotlib
 import matplotlib.pyplot as plt
 from typing import Annotated
-from fastcore.script import call_parse, CliError, anno_parser
-from fastcore.docments import docments, ann_parts
+from fastcore.script import call_parse, CliError
 import floodseg
 from .io import *
 from .radiometry import *
 from .viz import *
 from .recipe import *
+from .command import *
 
 # %% auto #0
-__all__ = ['PLUGIN_GROUPS', 'UNITS_WANT', 'SAMPLE_VALID', 'check_args', 'show_progress', 'one_line_warning', 'command_setup',
-           'load_plugins', 'plain_help', 'Terminated', 'os_reason', 'clean_exit', 'device_ok', 'device_check',
-           'train_chips', 'plot_training', 'floodseg_train', 'map_flood', 'floodseg_predict', 'evaluation_chips',
+__all__ = ['SAMPLE_VALID', 'train_chips', 'plot_training', 'floodseg_train', 'map_flood', 'floodseg_predict', 'evaluation_chips',
            'floodseg_evaluate', 'floodseg_adapt']
-
-# %% ../nbs/13_cli.ipynb #check-01
-def check_args(cmd:str, # the command, for the message
-               **checks, # option name -> (ok, what it accepts)
-              ):
-    "Raise a one-line `CliError` naming the first option whose check failed and what it accepts."
-    for name, (ok, want) in checks.items():
-        if not ok: raise CliError(f"{cmd}: --{name.replace('_', '-')} must be {want}")
-
-def show_progress() -> bool:
-    "Progress bars only when stderr is a terminal."
-    return sys.stderr.isatty()
-
-# %% ../nbs/13_cli.ipynb #setup-01
-def one_line_warning(message, category, filename, lineno, line=None) -> str:
-    "A warning as a command prints it: its category and message on one line."
-    return f"{category.__name__}: {message}\n"
-
-def command_setup():
-    "What every floodseg command does first: figures without a display, warnings as one line (`one_line_warning`), installed plugins loaded (`load_plugins`)."
-    matplotlib.use('Agg')
-    warnings.formatwarning = one_line_warning
-    try: load_plugins()   # installed packages' registrations (`load_plugins`, defined below)
-    except FloodsegInputError as e: raise CliError(str(e)) from None
-
-# %% ../nbs/13_cli.ipynb #plugins-01
-PLUGIN_GROUPS = {   # entry-point group -> the registry (module, name) its entries join
-    'floodseg.losses': ('floodseg.learner', 'LOSSES'),
-    'floodseg.archs': ('floodseg.learner', 'ARCHS'),
-    'floodseg.norms': ('floodseg.radiometry', 'NORMS'),
-    'floodseg.writers': ('floodseg.scene', 'WRITERS'),
-    'floodseg.recipes': ('floodseg.recipe', 'RECIPES'),
-}
-_PLUGINS = {}   # (group, name) -> entry point value, for the entries this process has loaded
-
-def load_plugins() -> dict:
-    "Add the entry points of installed packages in `PLUGIN_GROUPS` (and import the modules of `floodseg.plugins`) to floodseg's registries, once per process: {group: [names added now]}."
-    import importlib
-    from importlib.metadata import entry_points
-    added = {}
-    for group in [*PLUGIN_GROUPS, 'floodseg.plugins']:
-        for ep in entry_points(group=group):
-            if (group, ep.name) in _PLUGINS: continue
-            try: obj = ep.load()
-            except Exception as e: raise FloodsegInputError(f"plugin {ep.name!r} ({ep.value}, entry-point group {group}) cannot be loaded: {type(e).__name__}: {e}") from None
-            if group in PLUGIN_GROUPS:
-                mod, name = PLUGIN_GROUPS[group]
-                getattr(importlib.import_module(mod), name)[ep.name] = obj
-            _PLUGINS[(group, ep.name)] = ep.value
-            added.setdefault(group, []).append(ep.name)
-    return added
-
-# %% ../nbs/13_cli.ipynb #9ca1050c
-def plain_help(func):
-    "Placeholders named after the options (`--out OUT`, not fastcore's `(str)`) and '(default: on)' for flags that are on unless `--no-...` is given."
-    for k, v in docments(func, full=True, returns=False, eval_str=True).items():
-        anno, meta = ann_parts(v.anno)
-        extra = next((o for o in meta if isinstance(o, dict)), {})
-        if anno is bool and v.default is True: extra = dict(extra, help=f"{v.docment} (default: on)")
-        elif anno in (str, int, float) and 'metavar' not in extra: extra = dict(extra, metavar=k.upper())
-        else: continue
-        func.__annotations__[k] = Annotated[anno, extra]
-    return func
-
-
-# %% ../nbs/13_cli.ipynb #clean-exit-01
-class Terminated(KeyboardInterrupt):
-    "SIGTERM, raised as an interrupt so that `finally` blocks run."
-
-def _terminate(signum, frame): raise Terminated()
-
-def os_reason(e:OSError, # the error
-              path=None,  # the file or folder being written, to tell a full disk
-             ) -> str:
-    "Why an `OSError` happened, in a few words: its `strerror`, else the first message of GDAL's that says more than 'see previous exception'; a full disk said so."
-    why, x = e.strerror, e
-    while why is None and x is not None:
-        if 'previous exception' not in str(x): why = str(x)
-        x = x.__cause__ or x.__context__
-    p = next((q for q in [Path(path), *Path(path).absolute().parents] if q.exists()), None) if path is not None else None
-    full = p is not None and shutil.disk_usage(p).free < 2**26
-    return ('the disk is full: ' if full else '') + (why or type(e).__name__)
-
-def clean_exit(f):
-    "Decorate a command: Ctrl-C, SIGTERM and OS errors (a full disk, a folder it cannot write) end it in one `CliError` line, its temporary files removed."
-    @functools.wraps(f)
-    def _f(*args, **kwargs):
-        main = threading.current_thread() is threading.main_thread()
-        prev = signal.signal(signal.SIGTERM, _terminate) if main else None
-        try: return f(*args, **kwargs)
-        except KeyboardInterrupt as e:
-            raise CliError(f"{f.__name__}: interrupted ({'SIGTERM' if isinstance(e, Terminated) else 'Ctrl-C'}); "
-                           "outputs finished before are kept, the one being written was removed") from None
-        except OSError as e:
-            raise CliError(f"{f.__name__}: {os_reason(e, e.filename)}" + (f": {e.filename}" if e.filename else '')) from None
-        finally:
-            if main: signal.signal(signal.SIGTERM, prev)
-    return _f
-
-# %% ../nbs/13_cli.ipynb #check-05
-def device_ok(device:str|None # a torch device name, or None for the default
-             ) -> bool:
-    "Whether `device` names a torch device this machine has (None: the default, always)."
-    if device is None: return True
-    import torch
-    try: t = torch.device(device)
-    except (RuntimeError, TypeError): return False
-    return t.type == 'cpu' or (t.type == 'cuda' and torch.cuda.is_available() and (t.index or 0) < torch.cuda.device_count()) or (t.type == 'mps' and torch.backends.mps.is_available())
-
-def device_check(device:str|None # a torch device name, or None for the default
-                ) -> tuple:
-    "`check_args`' (ok, what it accepts) for a `--device` option; which devices this machine has is looked up only for the message of a refused one."
-    ok = device_ok(device)
-    return ok, '' if ok else f"a torch device this machine has (cpu{', cuda' if device_ok('cuda') else ''}), not {device!r}"
-
-UNITS_WANT = f"auto, {', '.join(UNITS)} or db*N (whole numbers holding dB times N, e.g. 'db*100')"
 
 # %% ../nbs/13_cli.ipynb #d1c813cf
 SAMPLE_VALID = ['India_900498', 'jja10'] # the embedded sample's held-out chips (with ETCI's grid columns y >= 26)

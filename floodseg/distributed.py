@@ -21,7 +21,7 @@ from .io import *
 from .learner import *
 from .predict import *
 from .scene import *
-from .cli import load_plugins
+from .command import load_plugins
 
 # %% auto #0
 __all__ = ['EXTRA', 'require', 'dask_client', 'worker_predictor', 'map_scenes_dask', 'DaskRows', 'map_scene_dask', 'is_rank0',

@@ -25,8 +25,8 @@ from fastprogress.fastprogress import progress_bar
 __all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_CHECKS', 'VV_LEVELS', 'WEIGHTS_FILE',
            'CONFIG_FILE', 'SHIPPED', 'FloodsegInputError', 'Layout', 'register_layout', 'chip_reader', 'sample_path',
            'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table',
-           'Raster', 'read_raster', 'SARChip', 'nodata_mask', 'read_sar', 'map_label', 'read_label', 'read_chip',
-           'etci_event_scene', 'temp_path', 'atomic_output', 'atomic_write_text', 'survey_chips']
+           'Raster', 'read_raster', 'SARChip', 'same_grid', 'nodata_mask', 'read_sar', 'map_label', 'read_label',
+           'read_chip', 'etci_event_scene', 'temp_path', 'atomic_output', 'atomic_write_text', 'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -243,13 +243,21 @@ class SARChip:
     def water_frac(self): return float((self.label == WATER).sum() / max((self.label != IGNORE).sum(), 1))
 
 # %% ../nbs/00_io.ipynb #0b54d35b-1
-def _same_grid(a:Raster, b:Raster, what, tol=1e-9):
-    if a.data.shape[1:] != b.data.shape[1:]:
-        raise FloodsegInputError(f"{b.path}: {what} shape {b.data.shape[1:]} does not match {a.path} {a.data.shape[1:]}")
-    if (a.crs is None) != (b.crs is None) or (a.crs is not None and a.crs != b.crs):
-        raise FloodsegInputError(f"{b.path}: {what} CRS {b.crs} does not match {a.path} CRS {a.crs}")
-    if not a.transform.almost_equals(b.transform, precision=tol):
-        raise FloodsegInputError(f"{b.path}: {what} transform {tuple(b.transform)[:6]} does not match {a.path} {tuple(a.transform)[:6]}")
+def _grid(x):
+    "(name, (height, width), CRS, transform) of a `Raster` or an open rasterio dataset."
+    return (str(x.path), x.data.shape[1:], x.crs, x.transform) if isinstance(x, Raster) else (x.name, x.shape, x.crs, x.transform)
+
+def same_grid(a, b,          # two rasters: `Raster`s or open rasterio datasets
+              what:str,      # what `b` is, for the message (e.g. 'VH')
+              a_what:str='', # what `a` is (e.g. 'VV')
+              tol:float=1e-9, # transform tolerance
+             ):
+    "Raise a `FloodsegInputError` naming `b` unless `a` and `b` share their grid: shape, CRS and transform."
+    (na, sa, ca, ta), (nb, sb, cb, tb) = _grid(a), _grid(b)
+    na = f"{a_what} {na}".strip()
+    if sa != sb: raise FloodsegInputError(f"{nb}: {what} grid {sb} does not match {na} {sa}")
+    if (ca is None) != (cb is None) or (ca is not None and ca != cb): raise FloodsegInputError(f"{nb}: {what} CRS {cb} does not match {na} CRS {ca}")
+    if not ta.almost_equals(tb, precision=tol): raise FloodsegInputError(f"{nb}: {what} transform {tuple(tb)[:6]} does not match {na} {tuple(ta)[:6]}")
 
 # %% ../nbs/00_io.ipynb #0b54d35b-2
 def nodata_mask(x:np.ndarray, # values (any shape)
@@ -270,7 +278,7 @@ def read_sar(row # one row of a chip table
     if Path(row.vv) == Path(row.vh): vv = vh = read_raster(row.vv, [row.vv_band, row.vh_band])
     else:
         vv, vh = read_raster(row.vv, [row.vv_band]), read_raster(row.vh, [row.vh_band])
-        _same_grid(vv, vh, 'VH')
+        same_grid(vv, vh, 'VH', 'VV')
     img = (vv.data if vv is vh else np.concatenate([vv.data, vh.data])).astype(np.float32)
     bad = np.zeros(img.shape[1:], bool)
     for r, b in [(vv, img[:1]), (vh, img[1:])]:
@@ -302,7 +310,7 @@ def read_label(row,         # one row of a chip table
     "The chip's label as uint8 0/1/255 (None when the chip has no label)."
     if not isinstance(getattr(row, 'label', None), (str, Path)): return None   # unlabelled, or a table without labels
     r = read_raster(row.label, [1])
-    if grid is not None: _same_grid(grid, r, 'label')
+    if grid is not None: same_grid(grid, r, 'label', 'image')
     lab = map_label(r.data[0], row.layout, r.path)
     wb = getattr(row, 'label_water_body', None)
     if isinstance(wb, (str, Path)): lab[map_label(read_raster(wb, [1]).data[0], row.layout, wb) == WATER] = WATER

@@ -1,4 +1,4 @@
-"""Nodata-aware losses and pooled water IoU, a fastai `unet_learner` with `n_in=2` that falls back cleanly when ImageNet weights cannot be had, and saving/loading a trained model as safetensors + JSON, without pickle.
+"""Nodata-aware losses and pooled water IoU, a fastai `unet_learner` with `n_in=2` that falls back cleanly when ImageNet weights cannot be had, and saving a trained model as safetensors + JSON, without pickle (`floodseg.model` reads it back).
 
 Docs: https://floodseg.github.io/floodseg/learner.html.md"""
 
@@ -14,27 +14,28 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from fastai.vision.all import (Metric, Module, unet_learner, create_unet_model, resnet18, resnet34, resnet50,
+from fastai.vision.all import (Metric, Module, unet_learner, create_unet_model,
                                Adam, Callback, store_attr, dispatch, TensorMask, set_seed, delegates, L, default_device, to_detach)
 from fastai.callback.tracker import SaveModelCallback, EarlyStoppingCallback
 from fastai.callback.core import CancelFitException, CancelTrainException
 from fastai.torch_core import rank_distrib
 from fastcore.basics import noop
 from fastprogress.core import IN_NOTEBOOK
-from safetensors.torch import save_file, load_file
-from safetensors import SafetensorError
 import floodseg
 from .io import *
 from .radiometry import *
 from .data import *
+from .model import *
+
+_all_ = ['ARCHS', 'DEFAULT_MODEL', 'ModelConfig', 'build_model', 'model_path', 'file_mode', 'write_model', 'split_problem', 'load_model', 'update_model_config']   # floodseg.model's names, still brought by `from floodseg.learner import *`
 
 # %% auto #0
-__all__ = ['ARCHS', 'DEFAULT_MODEL', 'DEFAULT_LOSS', 'LOSSES', 'class_weights', 'SARLoss', 'WaterIoU', 'WaterDice',
-           'imagenet_weights', 'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision', 'inference_autocast',
-           'training_precision', 'apply_precision', 'sar_loss', 'training_data', 'flood_learner', 'model_cost',
-           'model_path', 'file_mode', 'write_model', 'save_model', 'build_model', 'split_problem', 'load_model',
-           'update_model_config', 'CPUBudget', 'StepBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress',
-           'fit_flood', 'StepTimer']
+__all__ = ['DEFAULT_LOSS', 'LOSSES', 'class_weights', 'SARLoss', 'WaterIoU', 'WaterDice', 'imagenet_weights',
+           'cpu_bf16_supported', 'CPUBFloat16', 'resolve_precision', 'inference_autocast', 'training_precision',
+           'apply_precision', 'sar_loss', 'training_data', 'flood_learner', 'model_cost', 'save_model', 'CPUBudget',
+           'StepBudget', 'on_terminal', 'say', 'rank0_stdout', 'TextProgress', 'fit_flood', 'StepTimer', 'ARCHS',
+           'DEFAULT_MODEL', 'ModelConfig', 'build_model', 'model_path', 'file_mode', 'write_model', 'split_problem',
+           'load_model', 'update_model_config']
 
 # %% ../nbs/04_learner.ipynb #c1d11b9a
 def class_weights(survey,          # `dls.survey` or a surveyed chip table with `is_valid`, `n_valid`, `water_frac`
@@ -107,8 +108,6 @@ class WaterDice(_PooledWater):
     def name(self): return 'water_dice'
 
 # %% ../nbs/04_learner.ipynb #e78d8b4a
-ARCHS = {'resnet18': resnet18, 'resnet34': resnet34, 'resnet50': resnet50}
-
 def imagenet_weights(arch:str,          # one of `ARCHS`
                      timeout:float=20.,  # seconds to wait for the network
                     ) -> bool:
@@ -186,7 +185,6 @@ def apply_precision(learn,          # a `Learner`
     return precision
 
 # %% ../nbs/04_learner.ipynb #2c7c149a
-DEFAULT_MODEL = dict(arch='resnet18', cut=-4, last_cross=False, self_attention=False, blur=False)
 DEFAULT_LOSS = 'ce'   # chosen by the generalisation protocol (bench/PROTOCOL.md): as good as 'wce' on held-out events, simpler
 LOSSES = {   # name -> factory(class weights [dry, water]) -> loss
     'wce':     lambda weights: SARLoss(weight=weights),           # class-weighted cross-entropy
@@ -268,34 +266,6 @@ def model_cost(n:int=3,          # timed forward passes
             if i: ts.append(time.perf_counter() - t)   # the first pass is a warm-up
     return dict(gmac=fc.get_total_flops() / 2e9, mparams=sum(p.numel() for p in m.parameters()) / 1e6, seconds=float(np.median(ts)))
 
-# %% ../nbs/04_learner.ipynb #a3c52307
-def model_path(path, # a model folder, or 'default' for the model shipped with floodseg
-              ) -> Path:
-    "The folder of a saved model: `path` itself, or the shipped model's folder inside the installed package for 'default'."
-    if str(path) == SHIPPED: return Path(str(files('floodseg')/'models'/SHIPPED))
-    return Path(path)
-
-# %% ../nbs/04_learner.ipynb #9664f43a
-def file_mode() -> int:
-    "The mode a new file gets under this process's umask (`0o666 & ~umask`: 0644 under the usual 022)."
-    old = os.umask(0); os.umask(old)
-    return 0o666 & ~old
-
-
-# %% ../nbs/04_learner.ipynb #a3c52307-1
-def write_model(model:nn.Module, # the network
-                cfg:dict,        # its config (`learn.floodseg_config`, or one from `load_model`)
-                path,            # folder to write (must not exist unless `overwrite`)
-                overwrite:bool=False, # replace an existing model folder
-                **extra          # more JSON-serialisable entries for the config (e.g. metrics)
-               ) -> Path:
-    "Save a network's weights (safetensors) and config (JSON) into the folder `path`, atomically."
-    with atomic_output(path, overwrite) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp/WEIGHTS_FILE)
-        (tmp/CONFIG_FILE).write_text(json.dumps(dict(cfg, floodseg_version=floodseg.__version__, **extra), indent=1, default=float))
-        for f in (WEIGHTS_FILE, CONFIG_FILE): os.chmod(tmp/f, file_mode())   # safetensors writes 0600; a model is for others to read too
-    return Path(path)
-
 # %% ../nbs/04_learner.ipynb #a3c52307-2
 def save_model(learn,             # a `flood_learner`
                path,              # folder to write (must not exist unless `overwrite`)
@@ -304,100 +274,6 @@ def save_model(learn,             # a `flood_learner`
               ) -> Path:
     "Save `learn`'s weights (safetensors) and config (JSON) into the folder `path`, atomically."
     return write_model(learn.model, learn.floodseg_config, path, overwrite, **extra)
-
-# %% ../nbs/04_learner.ipynb #a3c52307-3
-def build_model(cfg:dict # a model config (`learn.floodseg_config`, or a saved `config.json`)
-               ) -> nn.Module:
-    "A new network with the architecture `cfg` describes, randomly initialised (load weights into it)."
-    if cfg.get('arch') not in ARCHS: raise FloodsegInputError(f"unknown architecture {cfg.get('arch')!r} in the model config; known: {sorted(ARCHS)}")
-    opts = {k: cfg.get(k, DEFAULT_MODEL.get(k)) for k in ('cut', 'last_cross', 'self_attention', 'blur')}
-    return create_unet_model(ARCHS[cfg['arch']], cfg['n_out'], tuple(cfg['img_size']), pretrained=False, n_in=cfg['n_in'], **opts)
-
-# %% ../nbs/04_learner.ipynb #load-checks
-def _finite(x, positive:bool=False) -> bool:
-    "Is `x` a finite number (not a bool, not a string), and > 0 when `positive`?"
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and (x > 0 or not positive)
-
-def split_problem(split, threshold:float) -> str|None:
-    "What is wrong with a model's split rule `split` (`floodseg.predict.Predictor.mask`) under `threshold`; None when it is fine (a rule, or null)."
-    if split is None: return None
-    if not (isinstance(split, dict) and set(split) == {'band', 'prob'} and split['band'] in ('vv', 'vh') and _finite(split['prob']) and 0 < split['prob'] < threshold):
-        return f"split is {split!r}; a split rule is {{'band': 'vv' or 'vh', 'prob': a number in (0, {threshold:g}) (the threshold)}}, or null"
-
-def _check_config(cfg:dict, cf:Path):
-    "`FloodsegInputError` naming `cf` and the key when a model config holds values no floodseg model can have."
-    checks = [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
-              ('threshold', _finite(cfg['threshold']) and 0 < cfg['threshold'] < 1, 'in (0, 1)'),
-              ('temperature', cfg.get('temperature') is None or _finite(cfg['temperature'], positive=True), 'a finite number > 0 (1: uncalibrated)'),
-              ('img_size', isinstance(cfg['img_size'], (list, tuple)) and len(cfg['img_size']) == 2 and all(isinstance(x, int) and x > 0 for x in cfg['img_size']), '2 positive whole numbers'),
-              ('cut', cfg.get('cut') is None or (isinstance(cfg['cut'], int) and not isinstance(cfg['cut'], bool)), 'a whole number (or null)')]
-    for k, ok, want in checks:
-        if not ok: raise FloodsegInputError(f"{cf}: {k} is {cfg[k]!r}; a floodseg model needs {want}")
-    if (why := split_problem(cfg.get('split'), cfg['threshold'])): raise FloodsegInputError(f"{cf}: {why}")
-    st = cfg['stats']
-    if not isinstance(st, dict) or not st: raise FloodsegInputError(f"{cf}: no normalisation statistics ('stats' is {st!r}); the model cannot standardise any layout")
-    for lay, s in st.items():
-        if not isinstance(s, dict) or not {'mean', 'std'} <= set(s):
-            raise FloodsegInputError(f"{cf}: the statistics of layout {lay!r} need 'mean' and 'std' of 2 bands (VV, VH); found {s!r}")
-        for key, pos in (('mean', False), ('std', True)):   # a NaN mean or an infinite std would standardise every pixel to nonsense
-            v = s[key]
-            if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(_finite(x, pos) for x in v)):
-                raise FloodsegInputError(f"{cf}: stats[{lay!r}][{key!r}] is {v!r}; a floodseg model needs 2 finite numbers{' > 0' if pos else ''} (VV, VH)")
-    wet = [k for k, s in st.items() if 'water' in s and not (_finite(s['water']) and 0 <= s['water'] < 1)]
-    if wet: raise FloodsegInputError(f"{cf}: the water share of layout {wet[0]!r} is {st[wet[0]]['water']!r}; it must be a number in [0, 1)")
-
-def _loads(cfg, sd) -> bool:
-    "Do the weights `sd` load into the network `cfg` describes?"
-    try: build_model(cfg).load_state_dict(sd); return True
-    except (RuntimeError, FloodsegInputError): return False
-
-# %% ../nbs/04_learner.ipynb #a3c52307-4
-def load_model(path,              # folder written by `save_model`, or 'default' for the model shipped with floodseg
-               device:str|None=None,       # torch device; the default device (GPU when present) when None
-              ) -> tuple[nn.Module, dict]:
-    "Rebuild the network from `path`'s config and load its safetensors weights: (model in eval mode, config)."
-    path = model_path(path)
-    cf, wf = path/CONFIG_FILE, path/WEIGHTS_FILE
-    for f in (cf, wf):
-        if not f.exists(): raise FloodsegInputError(f"{f}: not found; a floodseg model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try: cfg = json.loads(cf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise FloodsegInputError(f"{cf}: not valid JSON ({e})") from None
-    need = {'arch', 'n_in', 'n_out', 'img_size', 'stats', 'threshold'}
-    if not isinstance(cfg, dict) or not need <= set(cfg):
-        raise FloodsegInputError(f"{cf}: not a floodseg model config (needs {sorted(need)})")
-    _check_config(cfg, cf)
-    model = build_model(cfg)
-    try: sd = load_file(wf)
-    except (SafetensorError, OSError) as e: raise FloodsegInputError(f"{wf}: not a readable safetensors file ({e})") from None
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}   # weights may be stored in half precision
-    try: model.load_state_dict(sd)
-    except RuntimeError:
-        fits = [a for a in ARCHS if a != cfg['arch'] and _loads(dict(cfg, arch=a), sd)]
-        raise FloodsegInputError(f"{path}: the weights in {WEIGHTS_FILE} do not fit the architecture its {CONFIG_FILE} names ({cfg['arch']}, cut {cfg.get('cut')}); "
-                                 + (f"they fit {' or '.join(fits)}: correct 'arch' in {CONFIG_FILE}" if fits else "they fit none of " + ', '.join(ARCHS))) from None
-    cfg['stats'] = SARStats(cfg['stats'])
-    cfg.setdefault('norm', 'layout')   # models saved before per-scene statistics
-    return model.to(device or default_device()).eval(), cfg
-
-# %% ../nbs/04_learner.ipynb #739adf00
-_NETWORK_KEYS = ('arch', 'n_in', 'n_out', 'cut', 'last_cross', 'self_attention', 'blur', 'img_size', 'stats', 'classes')
-
-def update_model_config(path,      # model folder (`save_model`)
-                        **updates, # entries to set, e.g. `threshold=0.4, temperature=1.3`
-                       ) -> dict:
-    "Set `updates` in the saved model's `config.json`, atomically; returns the new config (as stored)."
-    cf = Path(path)/CONFIG_FILE
-    if not cf.exists(): raise FloodsegInputError(f"{cf}: not found; a floodseg model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    fixed = sorted(set(updates) & set(_NETWORK_KEYS))
-    if fixed: raise ValueError(f"{fixed} define the network and cannot be changed in {cf}")
-    if 'threshold' in updates and not 0 < updates['threshold'] < 1: raise ValueError(f"threshold must be in (0, 1), not {updates['threshold']}")
-    if 'temperature' in updates and not updates['temperature'] > 0: raise ValueError(f"temperature must be > 0, not {updates['temperature']}")
-    try: cfg = json.loads(cf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise FloodsegInputError(f"{cf}: not valid JSON ({e})") from None
-    cfg.update(updates)
-    if (why := split_problem(cfg.get('split'), cfg['threshold'])): raise ValueError(f"{cf}: {why}")
-    atomic_write_text(cf, json.dumps(cfg, indent=1))
-    return cfg
 
 # %% ../nbs/04_learner.ipynb #527c9fc9
 class CPUBudget(Callback):

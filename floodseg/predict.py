@@ -81,21 +81,21 @@ def undo_dihedral(x:torch.Tensor, # (..., H, W), transformed by `dihedral(., k)`
 class Predictor:
     "A trained model ready to predict: standardisation under its rule, device, precision, temperature, threshold and optional dihedral TTA."
     def __init__(self, model,             # a network from `load_model` (not modified: the predictor works on a copy)
-                 cfg:dict,                # its config: `stats`, `norm`, `threshold`, optionally `temperature`
+                 cfg:dict,                # its config (a `ModelConfig` or a dict): `stats`, `norm`, `threshold`, optionally `temperature` and `split`
                  precision:str='auto',    # 'auto', 'fp32', 'bf16' (CPU autocast + channels-last) or 'fp16' (GPU)
                  tta:bool=False,          # average over the 8 dihedral transforms of each tile
                  bs:int=4,                # chips or tiles per forward pass
                  device:str|None=None,    # torch device (default: the model's)
                 ):
-        self.cfg, self.tta, self.bs = cfg, tta, bs
+        self.cfg, self.tta, self.bs = ModelConfig(cfg), tta, bs
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device.type)
         self.channels_last = self.precision == 'bf16' and self.device.type == 'cpu'
         self.model = build_model(cfg).to(self.device).eval()   # its own copy: the model handed over is never changed
         self.model.load_state_dict(model.state_dict())
         if self.channels_last: self.model.to(memory_format=torch.channels_last)
-        self.temperature, self.threshold = float(cfg.get('temperature') or 1.), float(cfg['threshold'])
-        self.split = cfg.get('split')   # the split rule where the model is unsure (`Predictor.mask`), or None
+        self.temperature, self.threshold = self.cfg.temperature, self.cfg.threshold   # the decision: this predictor's own (a map may set another threshold)
+        self.split = self.cfg.split   # the split rule where the model is unsure (`Predictor.mask`), or None
         self.folder = None   # the model folder, when loaded by `from_folder`
 
     @classmethod

@@ -24,7 +24,7 @@ DEFAULT_SCHEDULE = dict(epochs=0, budget=30., steps=0)   # the shipped model's: 
 class Recipe:
     "How a floodseg model is trained. Every field is a plain value, so a recipe is saved with the model it made (`to_dict`) and read back (`from_dict`)."
     def __init__(self,
-                 arch:str='resnet18',    # encoder: a key of `floodseg.learner.ARCHS`
+                 arch:str='resnet18',    # encoder: a key of `floodseg.model.ARCHS`
                  cut:int=-3,             # where the encoder is cut (-3: after ResNet's third stage; -4: its second; -2: whole)
                  last_cross:bool=False,  # DynamicUnet's full-resolution cross connection
                  pretrained:bool=True,   # ImageNet weights when they can be had (offline: random initialisation, with a warning)

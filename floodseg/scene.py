@@ -13,6 +13,7 @@ import pandas as pd
 import rasterio
 from rasterio.windows import Window
 import matplotlib.pyplot as plt
+from fastcore.meta import delegates
 from .io import *
 from .viz import *
 from .predict import *
@@ -240,32 +241,26 @@ def chip_line(row:dict) -> str:
 _ROW_KEYS = ('name', 'path', 'vh', 'error', 'skipped', 'seconds', 'valid_pixels', 'water_share', 'flags')
 
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-2
+@delegates(map_scene, but=['predictor', 'scene', 'out', 'name', 'units', 'bands', 'timings', 'executor', 'on_step'])
 def map_chips(predictor:Predictor, # the model
               *paths,                  # scene files and/or folders of them
               out='floodseg_maps',     # output folder (created if needed)
-              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook')
+              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
               quicklook:bool=True,     # PNG quicklooks (with 'cog')
-              options:dict|None=None,  # options of each format's writer, e.g. {'geojson': {'min_area': 500}}
               overwrite:bool=False,    # replace existing outputs
-              layout:str|None=None,    # force this layout's statistics
-              tile:int=512,            # tile size
-              overlap:int=128,         # tile overlap
-              progress:bool=True,      # progress bar over each scene's tiles
               log=print,               # called with one line per scene (None: quiet)
               units:str='auto',        # scale of the scenes' values ('auto', 'db', 'linear', 'amplitude', 'db*N'; `SARScene`)
-              skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch); scenes with only some are mapped again
               bands:str='auto',        # what the scenes' bands hold (`SARScene`, `BAND_ORDERS`)
-              reference=None,          # reference water raster for every scene (`map_scene`): flood extent, outline classes
-              reference_min:float=REFERENCE_MIN, # reference water where its value is at least this
+              skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch); scenes with only some are mapped again
+              **kwargs,                # the other options of `map_scene`, for every scene (`tile`, `layout`, `options`, `reference`, `threshold`, ...)
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
     scenes, targets = plan_chips(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
     made, res = not Path(out).exists(), []   # `out` is created by the first scene mapped (`map_scene`); removed again if no scene was written
     try:
         for r in scenes.to_dict('records'):
-            res.append(map_chip(predictor, r, out, targets[r['name']], units=units, bands=bands, layout=layout, tile=tile, overlap=overlap, fmt=fmt,
-                                quicklook=quicklook, overwrite=overwrite or skip_existing, progress=progress, options=options,
-                                **(dict(reference=reference, reference_min=reference_min) if reference is not None else {})))
+            res.append(map_chip(predictor, r, out, targets[r['name']], units=units, bands=bands, fmt=fmt, quicklook=quicklook,
+                                overwrite=overwrite or skip_existing, **kwargs))
             if log: log(chip_line(res[-1]))
     finally:   # also when a write fails or the run is interrupted: no empty folder left behind
         if made and Path(out).is_dir() and not any(Path(out).iterdir()): Path(out).rmdir()

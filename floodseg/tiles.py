@@ -227,7 +227,7 @@ class SARScene:
                 if d.count != need:
                     raise FloodsegInputError(f"{p}: has {d.count} band(s); " + ('a scene file needs 2 bands (1 = VV, 2 = VH), or give a VV and a VH file'
                                                                                if vh is None else 'each file of a VV/VH pair needs 1 band'))
-            if vh is not None: self._same_grid(*self.ds)
+            if vh is not None: same_grid(*self.ds, 'VH', 'VV')
             if bands not in BAND_ORDERS: raise FloodsegInputError(f"bands must be one of {', '.join(BAND_ORDERS)}, not {bands!r}")
             self.bands = [(self.ds[0], 1), (self.ds[0], 2)] if vh is None else [(self.ds[0], 1), (self.ds[1], 1)]
             self.bands = [self.bands[i] for i in BAND_ORDERS[bands]]
@@ -242,12 +242,6 @@ class SARScene:
             self.units = resolve_units(sample, units, self.kind, str(self.paths[0]))
         except Exception:
             self.close(); raise
-
-    def _same_grid(self, a, b):
-        if a.shape != b.shape: raise FloodsegInputError(f"{b.name}: VH grid {b.shape} does not match VV {a.name} {a.shape}")
-        if a.crs != b.crs: raise FloodsegInputError(f"{b.name}: VH CRS {b.crs} does not match VV {a.name} CRS {a.crs}")
-        if not a.transform.almost_equals(b.transform, precision=1e-9):
-            raise FloodsegInputError(f"{b.name}: VH transform {tuple(b.transform)[:6]} does not match VV {a.name} {tuple(a.transform)[:6]}")
 
     shape = property(lambda self: self.ds[0].shape, doc="(height, width)")
     crs = property(lambda self: self.ds[0].crs, doc="rasterio CRS")

@@ -22,7 +22,7 @@ from ..learner import *
 from ..scene import *
 from ..predict import *
 from ..stac import file_sha256
-from ..cli import check_args, load_plugins
+from ..command import check_args, load_plugins
 from .jobs import *
 from .upload import *
 
@@ -68,7 +68,7 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
               ) -> FastAPI:
     "The floodseg HTTP app: installed plugins and the model loaded, the jobs of `data_dir` recovered when it starts, one worker mapping the queue."
     if token is not None and not token.strip(): raise FloodsegInputError('the token is empty, which would let anyone in: give a token, or None to serve without one')
-    load_plugins()   # installed packages' writers and losses (`floodseg.cli.load_plugins`), as every command does
+    load_plugins()   # installed packages' writers and losses (`floodseg.command.load_plugins`), as every command does
     predictor = Predictor.from_folder(model, device=device)
     store = JobStore(data_dir)
     svc = MapService(predictor, store, queue, model_card(model, predictor))
