@@ -199,8 +199,9 @@ def floodseg_predict(
     format:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs), stac (the map's STAC Item; cog and stac are the default), geojson (water outlines in EPSG:4326), flood, stac_overflow
     stac_overflow:bool=False, # write the STAC Overflow submission format (<chip_id>.tif: 1 = water, 0 = not) instead of COGs; with --format, as well as them
     quicklook:bool=True,      # a PNG quicklook per scene with the COGs (--no-quicklook: none)
-    min_area:float=None,      # geojson: drop water polygons smaller than this many m² (default 1000)
-    simplify:float=None,      # geojson: simplification tolerance in pixels (default 1; 0: pixel edges)
+    min_area:float=None,      # geojson: drop water polygons smaller than this many m² (default 1000; short for --option geojson.min_area=...)
+    simplify:float=None,      # geojson: simplification tolerance in pixels (default 1; 0: pixel edges; short for --option geojson.simplify=...)
+    option:Annotated[str, {'nargs': '+'}]=None, # a format's own options, FORMAT.NAME=VALUE (e.g. geojson.max_size=2048); each format's options are in floodseg.writers.WRITERS
     tile:int=512,             # tile size in pixels (a multiple of 32)
     overlap:int=128,          # overlap of neighbouring tiles in pixels (at most tile/2), blended with a Hann window
     bs:int=4,                 # tiles per forward pass
@@ -237,13 +238,16 @@ def floodseg_predict(
                reference_water=(reference_water is None or Path(reference_water).is_file(), f"an existing raster file; not found: {reference_water}"))
     if dask and bands != 'auto': raise CliError("floodseg_predict: --bands is not passed to Dask workers yet; map swapped scenes without --dask")
     if reference_water and dask: raise CliError("floodseg_predict: --reference-water does not work with --dask yet; map without --dask")
-    from floodseg.scene import WRITERS, REFERENCE_MIN   # the heavy imports, once the light checks passed
+    from floodseg.scene import WRITERS, REFERENCE_MIN, parse_options   # the heavy imports, once the light checks passed
     fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog', 'stac'])) for f in x.split(',') if f]
     fmts += (['stac_overflow'] if stac_overflow else []) + (['flood'] if reference_water and 'flood' not in fmts else [])
     check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
-    geojson = {k: v for k, v in dict(min_area=min_area, simplify=simplify).items() if v is not None}
+    try: options = parse_options([option] if isinstance(option, str) else option or [])
+    except ValueError as e: raise CliError(f"floodseg_predict: --option: {e}") from None
+    geojson = {k: v for k, v in dict(min_area=min_area, simplify=simplify).items() if v is not None}   # the shorthands win over --option
+    if geojson: options.setdefault('geojson', {}).update(geojson)
     try:
-        kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=dict(geojson=geojson),
+        kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=options,
                   progress=show_progress(), units=units, skip_existing=skip_existing,
                   **(dict(reference=reference_water, reference_min=REFERENCE_MIN if reference_min is None else reference_min) if reference_water else {}))
         if dask:
@@ -378,7 +382,7 @@ def floodseg_evaluate(
         (tmp/'report.md').write_text(evaluation_report(ev, f'floodseg evaluation: {what}', notes + [f'{minutes:.1f} min; floodseg {floodseg.__version__}'], figs, warning=seen))
         pooled = evt[evt.event == 'all'].set_index('method')
         summary = dict(model=str(mpath), data=str(Path(data).resolve()), events=events, split=split, tta=tta,
-                       n_chips=len(test), n_scored=n_scored, seen_in_training=seen, threshold=ev.threshold, temperature=ev.temperature, baseline_thresholds=ev.thresholds,
+                       n_chips=len(test), n_scored=n_scored, seen_in_training=seen, threshold=ev.threshold, temperature=ev.temperature, split_rule=ev.split, baseline_thresholds=ev.thresholds,
                        pooled=pooled.drop(columns='event').to_dict('index'), per_event=evt.to_dict('records'),
                        calibration={m: dict(ece=h.ece(), brier=h.brier(), nll=h.nll()) for m, h in ev.hists.items()},
                        seconds_per_chip=ev.seconds, not_scored=ev.problems.to_dict('records'),

@@ -128,6 +128,7 @@ class Evaluation:
     thresholds:dict         # baseline thresholds used, `{band: t}`
     threshold:float         # the model's decision threshold
     temperature:float=1.    # the model's temperature
+    split:dict|None=None    # the model's split rule with each event's split (`{'band', 'prob', 'events': {event: split}}`), or None
 
     def per_event(self) -> pd.DataFrame:
         "Scores per method and event, with the pooled totals (`event_table`); no IoU or F1 where the label holds no water (`without_water`)."
@@ -174,7 +175,8 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
     pc = pd.DataFrame(rows)
     pc = without_water(pd.concat([pc, pd.DataFrame(scores(*(pc[c].values for c in COUNTS)))], axis=1))
     return Evaluation(pc, pd.DataFrame(problems, columns=['chip_id', 'event', 'problem']), hists,
-                      {m: s / max(n, 1) for m, s in seconds.items()}, dict(thresholds or {}), thr, T)
+                      {m: s / max(n, 1) for m, s in seconds.items()}, dict(thresholds or {}), thr, T,
+                      dict(pred.split, events={e: float(v) for e, v in splits.items()}) if pred.split else None)
 
 # %% ../nbs/09_interpret.ipynb #20fe7347
 BY_LOSS = 'by loss'   # the one group of `loss_sorted` when there are too few chips for three
@@ -268,7 +270,8 @@ def evaluation_report(ev:Evaluation,  # from `evaluate_chips`
     pooled = evt[evt.event == 'all'].set_index('method')[['iou', 'precision', 'recall', 'f1', 'water_share', 'pred_water_share', 'false_water_share', 'n_valid', 'n_chips']]
     pooled.insert(0, 'what', [METHOD_NOTES.get(m, '') for m in pooled.index])
     out = [f'# {title}', '', *([f'> **Warning: {warning}**', ''] if warning else []), *[f'- {n}' for n in notes],
-           f'- decision threshold {ev.threshold:.3f}, temperature {ev.temperature:.3f}; baseline thresholds: ' +
+           f'- decision threshold {ev.threshold:.3f}, temperature {ev.temperature:.3f}' + (f"; split rule: also water where p > {ev.split['prob']:g} and {ev.split['band'].upper()} "
+           f"is below its event's own split ({', '.join(f'{e} {v:.3g}' for e, v in ev.split['events'].items())})" if ev.split else '') + '; baseline thresholds: ' +
            (', '.join(f'{b.upper()} < {t:.3f}' for b, t in ev.thresholds.items()) or 'none tuned (Otsu only)'), '',
            '## Pooled over all scored chips (valid pixels)', '', md_table(pooled.rename_axis('method')), '',
            '## IoU per event', '', md_table(compare_table(evt, 'iou').rename_axis('event')), '',

@@ -80,6 +80,7 @@ def map_scene(predictor:Predictor, # the model
               threshold:float|None=None, # water where the probability exceeds this (None: the predictor's own `threshold`)
              ) -> dict:
     "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths, the counts and the `advisory_flags`."
+    options = check_options(options)   # an option no writer declares fails here, before any tile is predicted
     if threshold is not None: predictor = copy.copy(predictor); predictor.threshold = float(threshold)   # the same model, this map's threshold (mask, counts, STAC Item)
     own = not isinstance(scene, SARScene)
     scene = SARScene(scene, units=units, bands=bands) if own else scene

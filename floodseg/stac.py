@@ -20,11 +20,12 @@ import floodseg
 from .io import *
 from .learner import model_path, SHIPPED, CONFIG_FILE, WEIGHTS_FILE
 from .scene import flood_extent
+from .writers import output_asset, MEDIA
 from .vector import equal_area_crs, reproject_geoms
 
 # %% auto #0
-__all__ = ['COG_TYPE', 'ASSETS', 'file_sha256', 'model_provenance', 'scene_datetime', 'scene_footprint', 'row_areas',
-           'map_areas_km2', 'scene_item', 'stac_writer']
+__all__ = ['COG_TYPE', 'file_sha256', 'model_provenance', 'scene_datetime', 'scene_footprint', 'row_areas', 'map_areas_km2',
+           'scene_item', 'stac_writer']
 
 # %% ../nbs/12a_stac.ipynb #stac-05
 def file_sha256(path) -> str:
@@ -111,14 +112,6 @@ def map_areas_km2(mask_path,          # a uint8 water mask raster (`map_scene`'s
 
 # %% ../nbs/12a_stac.ipynb #stac-19
 COG_TYPE = pystac.MediaType.COG
-ASSETS = {'prob': ('water probability (float32, NaN = no data)', ['data'], COG_TYPE),
-          'mask': ('water mask (uint8: 1 water, 0 not, 255 no data)', ['data'], COG_TYPE),
-          'flood': ('flood mask: water outside the reference water (uint8: 1 flood, 0 not, 255 no data)', ['data'], COG_TYPE),
-          'outline': ('water outlines (GeoJSON, EPSG:4326; class flood | permanent | water)', ['data'], pystac.MediaType.GEOJSON),
-          'quicklook': ('quicklook: the mask over SAR false colour', ['overview', 'visual'], pystac.MediaType.PNG),
-          'submission': ('STAC Overflow submission (uint8: 1 water, 0 not)', ['data'], pystac.MediaType.GEOTIFF)}
-_SUFFIX_TYPES = {'.tif': pystac.MediaType.GEOTIFF, '.png': pystac.MediaType.PNG, '.geojson': pystac.MediaType.GEOJSON, '.json': pystac.MediaType.JSON}
-
 def _share(n, d): return round(n / d, 6) if d else None
 
 def scene_item(scene,          # the `SARScene`
@@ -151,8 +144,8 @@ def scene_item(scene,          # the `SARScene`
                       'floodseg:flood_area_km2': areas.get('flood'), 'floodseg:permanent_area_km2': areas.get('permanent')})
     item = pystac.Item(id=c['name'], geometry=geom, bbox=bbox, datetime=when or made, properties=props)
     for k, p in files.items():
-        title, roles, media = ASSETS.get(k, (k, ['data'], _SUFFIX_TYPES.get(Path(p).suffix.lower())))
-        item.add_asset(k, pystac.Asset(href=f'./{Path(p).name}', title=title, roles=roles, media_type=media))
+        a = output_asset(k, p)   # as its writer describes it (`floodseg.writers.Asset`)
+        item.add_asset(k, pystac.Asset(href=f'./{Path(p).name}', title=a.title, roles=list(a.roles), media_type=a.media_type))
     return item
 
 # %% ../nbs/12a_stac.ipynb #stac-20

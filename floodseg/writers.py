@@ -23,9 +23,10 @@ from .viz import *
 from .tiles import open_raster
 
 # %% auto #0
-__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'REFERENCE_MIN', 'FLOOD_LEGEND', 'WRITERS', 'LOW_CONFIDENCE',
-           'FLAG_LIMITS', 'FLAGS', 'save_quicklook', 'MapWriter', 'map_writers', 'scene_outputs', 'check_reference',
-           'reference_reader', 'flood_extent', 'write_reference', 'advisory_flags', 'flags_line']
+__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'REFERENCE_MIN', 'FLOOD_LEGEND', 'MEDIA', 'WRITERS', 'LOW_CONFIDENCE',
+           'FLAG_LIMITS', 'FLAGS', 'save_quicklook', 'Asset', 'MapWriter', 'map_writers', 'output_asset',
+           'check_options', 'parse_options', 'scene_outputs', 'check_reference', 'reference_reader', 'flood_extent',
+           'write_reference', 'advisory_flags', 'flags_line']
 
 # %% ../nbs/11b_writers.ipynb #8c3d5743
 PROB_NODATA, MASK_NODATA = float('nan'), IGNORE
@@ -68,15 +69,27 @@ def _quicklook(scene, mask_path, path, max_size=1024, reference_path=None):
 
 # %% ../nbs/11b_writers.ipynb #writers-02
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
+
+MEDIA = dict(cog='image/tiff; application=geotiff; profile=cloud-optimized', geotiff='image/tiff; application=geotiff', png='image/png',
+             geojson='application/geo+json', json='application/json')   # media types of floodseg's outputs (as `pystac.MediaType` spells them)
+
+@dataclass(frozen=True)
+class Asset:
+    "How one output file is described to others: its STAC asset (title, roles, media type) and the Content-Type the server sends it with."
+    title:str                # what the file holds
+    media_type:str           # e.g. `MEDIA['cog']`
+    roles:tuple=('data',)    # STAC asset roles
 
 @dataclass(frozen=True)
 class MapWriter:
-    "One output format of `map_scene`: the files it writes and the function that writes them from the scene's raw maps."
+    "One output format of `map_scene`: the files it writes, the function that writes them from the scene's raw maps, how its files are described, and the options it takes."
     files:dict            # output key -> file name, '{name}' standing for the scene's name
     write:Callable|str    # write(raw, tmp, scene, **options) -> {key: file written in tmp}; or 'module:function', imported on first use
     context:bool=False    # `write` also takes `context=`, the scene's mapping summary (model, statistics, counts, flags, final files); such writers run last
+    assets:dict=field(default_factory=dict)   # output key -> `Asset` (a key without one is described from its file's suffix: `output_asset`)
+    options:dict=field(default_factory=dict)  # option name -> (default, help): what `write` takes, from `map_scene(options={format: {...}})` or `floodseg_predict --option FORMAT.NAME=VALUE`
 
 # %% ../nbs/11b_writers.ipynb #writers--1
 def _write_cog(raw, tmp, scene):
@@ -103,11 +116,21 @@ def _write_submission(raw, tmp, scene, rows=512):
     return dict(submission=tmp/'submission.tif')
 
 # %% ../nbs/11b_writers.ipynb #writers--4
-WRITERS = {'cog': MapWriter(dict(prob='{name}_water_prob.tif', mask='{name}_water_mask.tif'), _write_cog),
-           'quicklook': MapWriter(dict(quicklook='{name}_quicklook.png'), _write_quicklook),
-           'stac_overflow': MapWriter(dict(submission='{name}.tif'), _write_submission),
-           'geojson': MapWriter(dict(outline='{name}_outline.geojson'), 'floodseg.vector:geojson_writer'),
-           'stac': MapWriter(dict(item='{name}_item.json'), 'floodseg.stac:stac_writer', context=True)}
+WRITERS = {'cog': MapWriter(dict(prob='{name}_water_prob.tif', mask='{name}_water_mask.tif'), _write_cog,
+                         assets=dict(prob=Asset('water probability (float32, NaN = no data)', MEDIA['cog']),
+                                     mask=Asset('water mask (uint8: 1 water, 0 not, 255 no data)', MEDIA['cog']))),
+           'quicklook': MapWriter(dict(quicklook='{name}_quicklook.png'), _write_quicklook,
+                                  assets=dict(quicklook=Asset('quicklook: the mask over SAR false colour', MEDIA['png'], ('overview', 'visual')))),
+           'stac_overflow': MapWriter(dict(submission='{name}.tif'), _write_submission,
+                                      assets=dict(submission=Asset('STAC Overflow submission (uint8: 1 water, 0 not)', MEDIA['geotiff']))),
+           'geojson': MapWriter(dict(outline='{name}_outline.geojson'), 'floodseg.vector:geojson_writer',
+                                assets=dict(outline=Asset('water outlines (GeoJSON, EPSG:4326; class flood | permanent | water)', MEDIA['geojson'])),
+                                options=dict(min_area=(1000., 'drop water polygons smaller than this many m²'),   # floodseg.vector's defaults (tested there)
+                                             simplify=(1., 'simplification tolerance in pixels (0: pixel edges)'),
+                                             max_size=(4096, 'outline from at most this many pixels per side'))),
+           'stac': MapWriter(dict(item='{name}_item.json'), 'floodseg.stac:stac_writer', context=True,
+                             assets=dict(item=Asset('the STAC Item of the map', MEDIA['geojson'], ('metadata',))),
+                             options=dict(model=(None, "the model's record to store (default: `floodseg.stac.model_provenance`; the service passes its model card)")))}
 
 def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
                 quicklook:bool=True,  # add 'quicklook' when 'cog' is asked for
@@ -123,9 +146,50 @@ def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
         w = WRITERS[f]
         if isinstance(w.write, str):
             mod, fn = w.write.split(':')
-            w = MapWriter(w.files, getattr(importlib.import_module(mod), fn), w.context)
+            w = replace(w, write=getattr(importlib.import_module(mod), fn))
         res[f] = w
     return dict(sorted(res.items(), key=lambda kv: kv[1].context))   # writers that summarise the others last
+
+# %% ../nbs/11b_writers.ipynb #writers-opts
+_SUFFIX_MEDIA = {'.tif': MEDIA['geotiff'], '.png': MEDIA['png'], '.geojson': MEDIA['geojson'], '.json': MEDIA['json']}
+
+def output_asset(key:str, # an output key (`MapWriter.files`)
+                 path,    # the file it was written to
+                ) -> Asset:
+    "The `Asset` of output `key`: its writer's, else one named after the key with the media type of the file's suffix."
+    a = next((w.assets[key] for w in WRITERS.values() if key in w.assets), None)
+    return a or Asset(key, _SUFFIX_MEDIA.get(Path(path).suffix.lower(), 'application/octet-stream'))
+
+def _typed(v, default, what):
+    if default is None: return v   # an option without a default of a simple type (a record): taken as given
+    if isinstance(default, bool) or not isinstance(v, str): ok = isinstance(v, type(default)) or (isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool))
+    else:
+        try: return type(default)(v)
+        except ValueError: ok = False
+    if not ok: raise ValueError(f"{what} must be {'a number' if isinstance(default, (int, float)) else type(default).__name__}, not {v!r}")
+    return v
+
+def check_options(options:dict|None, # `{format: {name: value}}`; values may be strings (`floodseg_predict --option`), read as the option's type
+                 ) -> dict:
+    "`options` with each value of its option's type (the default's), or a `ValueError` naming an option no writer declares (`MapWriter.options`) and the ones it has."
+    out = {}
+    for fmt, opts in (options or {}).items():
+        if fmt not in WRITERS: raise ValueError(f"options for unknown output format {fmt!r}; formats: {', '.join(WRITERS)}")
+        known = WRITERS[fmt].options
+        for k, v in opts.items():
+            if k not in known: raise ValueError(f"format {fmt!r} has no option {k!r}; its options: {', '.join(known) or 'none'}")
+            out.setdefault(fmt, {})[k] = _typed(v, known[k][0], f"option {fmt}.{k}")
+    return out
+
+def parse_options(specs:list, # 'FORMAT.NAME=VALUE' strings (`floodseg_predict --option`)
+                 ) -> dict:
+    "`{format: {name: value}}` from `FORMAT.NAME=VALUE` strings, checked (`check_options`)."
+    res = {}
+    for s in specs:
+        key, eq, val = s.partition('='); fmt, dot, name = key.partition('.')
+        if not (eq and dot and fmt and name): raise ValueError(f"option {s!r}: write FORMAT.NAME=VALUE, e.g. geojson.min_area=500")
+        res.setdefault(fmt, {})[name] = val
+    return check_options(res)
 
 # %% ../nbs/11b_writers.ipynb #writers--5
 def scene_outputs(out,          # output folder
@@ -221,7 +285,8 @@ def _write_flood(raw, tmp, scene, rows=512):
     rasterio.shutil.copy(tmp/'flood.tif', tmp/'flood.cog.tif', overview_resampling='mode', **COG_OPTIONS)
     return dict(flood=tmp/'flood.cog.tif')
 
-WRITERS['flood'] = MapWriter(dict(flood='{name}_flood_mask.tif'), _write_flood)
+WRITERS['flood'] = MapWriter(dict(flood='{name}_flood_mask.tif'), _write_flood,
+                             assets=dict(flood=Asset('flood mask: water outside the reference water (uint8: 1 flood, 0 not, 255 no data)', MEDIA['cog'])))
 
 # %% ../nbs/11b_writers.ipynb #flags-02
 LOW_CONFIDENCE = (0.2, 0.8)   # a water probability strictly between these is a low-confidence pixel (`advisory_flags`)

@@ -148,8 +148,7 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
         if st['state'] != 'done': raise HTTPException(409, f"job {jid} is {st['state']}; its files are served once it is done")
         if name not in st['result']['files']: raise HTTPException(404, f"{name}: this job did not make it (formats: {','.join(st['options']['formats'])})")
         path = scene_outputs(store.folder(jid)/'out', 'map', job_formats(st))[JOB_FILES[name]]
-        media = {'.tif': 'image/tiff', '.png': 'image/png', '.geojson': 'application/geo+json', '.json': 'application/json'}[path.suffix]
-        return FileResponse(path, media_type=media, filename=f"{st['input']['name']}_{name}")
+        return FileResponse(path, media_type=output_asset(JOB_FILES[name], path).media_type, filename=f"{st['input']['name']}_{name}")   # the type its writer gives it
     return app
 
 # %% ../../nbs/14c_serve.ipynb #serve-29
