@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/cli.html.md"""
 
 # %% ../nbs/13_cli.ipynb #0b825fd8
 from __future__ import annotations
-import contextlib, functools, json, shutil, signal, sys, threading, time, warnings
+import contextlib, json, shutil, sys, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -357,6 +357,7 @@ def floodseg_evaluate(
     try:
         pred = Predictor.from_folder(model, bs=bs); cfg = pred.cfg
         test, train, notes = (t.assign(units=units) if isinstance(t, pd.DataFrame) else t for t in evaluation_chips(data, events, split, train_events, train_split))
+        test = with_norms(test, cfg['stats'], cfg['norm'])   # surveyed once: the evaluation and the loss-sorted view both use these statistics
         thresholds, tnote = _tuned_thresholds(train)
         ev = evaluate_chips(pred, test, thresholds, tta=tta, progress=show_progress())
     except FloodsegInputError as e: raise CliError(f"floodseg_evaluate: {e}") from None
