@@ -111,6 +111,8 @@ RECIPES = {
     'rough2_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=2.),   # twice the rough-water brightening
     'balrough2_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=2., balance=1.),   # ... with balanced sampling
     'balwetrough_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=1., balance=1., wet=0.5),   # balrough with wetter chips drawn more
+    'balroughhalf_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=0.5, balance=1.),   # balrough at half the brightening
+    'balprior_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., balance=1., prior=True),   # the default with the scene-split prior as a third input channel
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -144,6 +146,8 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'rough2_c3_jitter': 'augmentation: twice the rough-water brightening (`rough=2`: up to 5 sd in VV, 2 in VH; wind-roughened C-band water can be 10-15 dB brighter in VV than calm water). Chosen after `balrough_c3_jitter` lost jja10, whose water is as bright as its land in VV: its jja10 score is optimistic',
     'balrough2_c3_jitter': 'augmentation and sampling: `rough2_c3_jitter` with balanced sampling',
     'balwetrough_c3_jitter': 'sampling and augmentation: `balrough_c3_jitter` with wetter chips drawn more within their event (`wet=0.5`): against the dry prior that grows with longer training',
+    'balroughhalf_c3_jitter': 'augmentation and sampling: `balrough_c3_jitter` at half the rough-water brightening (`rough=0.5`: up to 1.25 sd in VV, 0.5 in VH)',
+    'balprior_c3_jitter': "input: the default (`bal_c3_jitter`) with a third channel, the scene-split water prior (`prior=True`: tanh((s - VH) / 0.5 sd), s the Otsu split of each event's pooled VH; `floodseg.radiometry.prior_channel`), trained with it",
     'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16; 12.9 M parameters, 25.8 MB in float16: over the 20 MB a shipped model may take)',
 }
 
@@ -315,7 +319,7 @@ def library_recipe(rc:dict, steps=None, budget=8.) -> Recipe:
     "A protocol recipe's options as the library's `floodseg.recipe.Recipe`: from random initialisation, the last weights, over `steps` optimizer steps or `budget` CPU minutes."
     return Recipe(arch=rc['arch'], cut=rc['cut'], last_cross=rc['last_cross'], pretrained=False, loss=rc['loss'], norm=rc['norm'], land_stats=rc.get('land', False),
                   size=rc['size'], bs=rc['bs'], balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), max_rotate=rc['max_rotate'], jitter=rc['jitter'],
-                  rough=rc.get('rough', 0.), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
+                  rough=rc.get('rough', 0.), prior=rc.get('prior', False), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
 
 LIBRARY = {'default': 'bal_c3_jitter'}   # the library's recipes (`floodseg.recipe.RECIPES`) under their protocol names
 

@@ -224,21 +224,22 @@ def flood_learner(dls,                        # `DataLoaders` from `sar_dataload
                   weights:list|None=None,               # CE class weights [dry, water]; computed from the training masks when None
                   precision:str='auto',       # 'auto', 'fp32', 'fp16' (GPU mixed precision) or 'bf16' (CPU autocast)
                   **kwargs):
-    "A fastai `unet_learner` (DynamicUnet) with 2 input channels (VV, VH), 2 classes, nodata-aware loss and pooled water IoU/Dice."
+    "A fastai `unet_learner` (DynamicUnet) with 2 input channels (VV, VH; 3 with the scene-split prior of `dls`), 2 classes, nodata-aware loss and pooled water IoU/Dice."
     if arch not in ARCHS: raise ValueError(f"arch must be one of {sorted(ARCHS)}, not {arch!r}")
     sar_loss(loss)   # an unknown name fails here, before anything is built
     if weights is None and loss == 'wce': weights = class_weights(dls.survey)
     loss_func = sar_loss(loss, weights)
     opts = dict(cut=cut, last_cross=last_cross, self_attention=self_attention, blur=blur)
     pretrained = pretrained and imagenet_weights(arch)
-    learn = unet_learner(dls, ARCHS[arch], normalize=False, n_out=2, n_in=2, pretrained=pretrained,
+    n_in = getattr(dls, 'n_in', 2)
+    learn = unet_learner(dls, ARCHS[arch], normalize=False, n_out=2, n_in=n_in, pretrained=pretrained,
                          loss_func=loss_func, metrics=[WaterIoU(), WaterDice()], **opts, **kwargs)
     precision = apply_precision(learn, precision)
-    learn.floodseg_config = dict(arch=arch, pretrained=pretrained, **opts, n_in=2, n_out=2, precision=precision,
+    learn.floodseg_config = dict(arch=arch, pretrained=pretrained, **opts, n_in=n_in, n_out=2, precision=precision,
                                  img_size=list(dls.one_batch()[0].shape[-2:]), loss=loss,
                                  weights=None if weights is None else list(map(float, weights)),
                                  stats=dict(dls.stats), norm=getattr(dls, 'norm', 'layout'), classes=['dry', 'water'], threshold=0.5,
-                                 training=training_data(dls))
+                                 training=training_data(dls), **({'prior': dict(band='vh', width=PRIOR_WIDTH)} if n_in == 3 else {}))
     return learn
 
 # %% ../nbs/04_learner.ipynb #a9ec9303
@@ -326,7 +327,9 @@ def split_problem(split, threshold:float) -> str|None:
 
 def _check_config(cfg:dict, cf:Path):
     "`FloodsegInputError` naming `cf` and the key when a model config holds values no floodseg model can have."
-    checks = [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
+    prior = cfg.get('prior')
+    checks = [('prior', prior is None or (isinstance(prior, dict) and prior.get('band') == 'vh' and _finite(prior.get('width'), positive=True)), "null, or {'band': 'vh', 'width': a number > 0}"),
+              ('n_in', cfg['n_in'] == 2 + (prior is not None), '2 (VV, VH)' + (', and 1 for the prior: 3' if prior else '')), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
               ('threshold', _finite(cfg['threshold']) and 0 < cfg['threshold'] < 1, 'in (0, 1)'),
               ('temperature', cfg.get('temperature') is None or _finite(cfg['temperature'], positive=True), 'a finite number > 0 (1: uncalibrated)'),
               ('img_size', isinstance(cfg['img_size'], (list, tuple)) and len(cfg['img_size']) == 2 and all(isinstance(x, int) and x > 0 for x in cfg['img_size']), '2 positive whole numbers'),
@@ -380,7 +383,7 @@ def load_model(path,              # folder written by `save_model`, or 'default'
     return model.to(device or default_device()).eval(), cfg
 
 # %% ../nbs/04_learner.ipynb #739adf00
-_NETWORK_KEYS = ('arch', 'n_in', 'n_out', 'cut', 'last_cross', 'self_attention', 'blur', 'img_size', 'stats', 'classes')
+_NETWORK_KEYS = ('arch', 'n_in', 'n_out', 'prior', 'cut', 'last_cross', 'self_attention', 'blur', 'img_size', 'stats', 'classes')
 
 def update_model_config(path,      # model folder (`save_model`)
                         **updates, # entries to set, e.g. `threshold=0.4, temperature=1.3`
