@@ -57,8 +57,9 @@ def self_train(model,              # a trained network (not modified: a copy is 
                progress:bool=False,# progress bars
               ) -> tuple:
     "Fine-tune a copy of `model` on confident pseudo-labels of `chips`: (adapted model in eval mode, its config)."
-    chips = with_norms(chips.assign(label=None), cfg['stats'], cfg.get('norm', 'layout'))
-    labels = pseudo_labels(Predictor(model, cfg), chips, lo, hi, progress=progress)
+    pred = Predictor(model, cfg)
+    chips = pred.prepare(chips.assign(label=None))   # the statistics, and each event's split for a model with the prior (then `ReadSAR` adds its channel)
+    labels = pseudo_labels(pred, chips, lo, hi, progress=progress)
     known = {k: int((v != IGNORE).sum()) for k, v in labels.items()}
     items = chips[chips.chip_id.map(known).fillna(0) > 0].reset_index(drop=True)
     if len(items) < 2: raise FloodsegInputError(f"only {len(items)} of {len(chips)} chips have confident pseudo-labels: too few to self-train on")

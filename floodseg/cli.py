@@ -92,6 +92,7 @@ def floodseg_train(
     max_rotate:float=None,  # maximum rotation of training tiles in degrees
     keep:str=None,          # which epoch's weights to save: best (highest validation water IoU) or last
     split:float=None,       # the split rule saved with the model: also water where p > this and VH is below the scene's own Otsu split (0: none)
+    prior:bool=False,       # train with the scene-split water prior as a third input channel (the recipe's own setting when not given)
     precision:str=None,     # auto (fp16 on a GPU, bf16 on a CPU that has it), fp32, fp16 or bf16
     seed:int=42,            # random seed (split, undersampling, augmentation, initialisation)
     device:str=None,        # torch device to train on (default: fastai's default, the GPU when there is one)
@@ -105,7 +106,7 @@ def floodseg_train(
     try: r = get_recipe(recipe).replace(source='floodseg_train', flags=True, valid_pct=valid_pct, epochs=epochs, budget=budget, steps=steps, lr=lr, bs=bs,
                                         size=size, arch=arch, cut=cut, loss=loss, norm=norm, land_stats=None if land_stats else False,
                                         pretrained=None if pretrained else False, keep_dry=keep_dry, jitter=jitter, rough=rough, balance=balance,
-                                        wet=wet, max_rotate=max_rotate, keep=keep, split=split, precision=precision)
+                                        wet=wet, max_rotate=max_rotate, keep=keep, split=split, prior=True if prior else None, precision=precision)
     except FloodsegInputError as e: raise CliError(str(e) if str(e).startswith('floodseg_train') else f"floodseg_train: {e}") from None
     check_args('floodseg_train', norm=(r.norm in NORMS, f"one of {', '.join(NORMS)}, not {r.norm!r}"), seed=(seed >= 0, f">= 0, not {seed}"),
                units=(units_ok(units), f"{UNITS_WANT}, not {units!r}"))

@@ -52,12 +52,12 @@ class SARMask(TensorMask):
 
 # %% ../nbs/03_data.ipynb #4a9c06a1
 class ReadSAR(Transform):
-    "Read a chip-table row into a `SARImage` standardised with the row's `NORM_COLUMNS` (NaN at nodata)."
+    "Read a chip-table row into a `SARImage` standardised with the row's `NORM_COLUMNS` (NaN at nodata); with a `vh_split` column, the scene-split prior as a third channel."
     def __init__(self, cache=None): # a `ChipCache` to read through (None: the chip's files, every time)
         super().__init__(); self.cache = cache
     def encodes(self, row) -> SARImage:
         img = read_sar(row)[0] if self.cache is None else self.cache.read(row, ('image',))[0]
-        return SARImage(torch.from_numpy(standardise(img, *row_norm(row), fill=np.nan)))
+        return SARImage(torch.from_numpy(standardise(img, *row_norm(row), fill=np.nan, split=getattr(row, 'vh_split', None))))
 
 # %% ../nbs/03_data.ipynb #4a9c06a1-1
 class ReadMask(Transform):
@@ -286,7 +286,7 @@ def sar_aug_transforms(max_rotate:float=10., # maximum rotation in degrees (0 fo
 
 # %% ../nbs/03_data.ipynb #jitter-1
 class RadiometricJitter(Transform):
-    "Per-tile random gain and offset of each band in standardised units, on training batches: the spread of radiometry between events."
+    "Per-tile random gain and offset of VV and VH in standardised units, on training batches: the spread of radiometry between events (a prior channel is left as it is)."
     split_idx, order = 0, 90   # training only, after the geometric augmentation
     def __init__(self, shift:float=0.25, # offset drawn in ±shift standard deviations (in dB data: ±shift × the land sd, about ±1 dB)
                  gain:float=0.15,        # gain drawn in exp(±gain) (contrast)
@@ -295,9 +295,10 @@ class RadiometricJitter(Transform):
     def encodes(self, x:SARImage):
         b, c = x.shape[:2]
         on = (torch.rand(b, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
-        gain = torch.exp((torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.gain)
-        shift = (torch.rand(b, c, 1, 1, device=x.device) * 2 - 1) * self.shift
-        return x + on * (x * (gain - 1) + shift)
+        gain = torch.exp((torch.rand(b, 2, 1, 1, device=x.device) * 2 - 1) * self.gain)
+        shift = (torch.rand(b, 2, 1, 1, device=x.device) * 2 - 1) * self.shift
+        d = x[:, :2] * (gain - 1) + shift
+        return x + on * torch.cat([d, torch.zeros_like(x[:, 2:])], 1)
 
 # %% ../nbs/03_data.ipynb #rough-1
 class RoughWater(ItemTransform):
@@ -314,10 +315,9 @@ class RoughWater(ItemTransform):
         b = x.shape[0]
         water = (y == WATER).unsqueeze(1).to(x.dtype)
         on = (torch.rand(b, 1, 1, 1, device=x.device) < self.p).to(x.dtype)
-        amp = torch.rand(b, 1, 1, 1, device=x.device) * torch.tensor([self.vv, self.vh], device=x.device, dtype=x.dtype).view(1, 2, 1, 1)
+        amp = torch.rand(b, 1, 1, 1, device=x.device) * torch.tensor([self.vv, self.vh] + [0.] * (x.shape[1] - 2), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)   # a prior channel stays
         tex = (1 + self.texture * torch.randn(b, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)).clamp(min=0)
         return x + on * water * amp * tex, y
-
 
 # %% ../nbs/03_data.ipynb #883747aa-1
 def _usable(sv):
@@ -359,13 +359,14 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     max_rotate:float=10.,      # maximum rotation in degrees
                     jitter:float=0.,           # strength of `RadiometricJitter` on training batches (1: ±0.25 sd offset, ±15 % gain; 0: none)
                     rough:float=0.,            # strength of `RoughWater` on training batches (1: water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
+                    splits:dict|None=None,     # each event's VH split (`floodseg.predict.event_splits`): tiles get the scene-split prior as a third channel (None: two channels)
                     seed:int|None=42,          # seed for the split, undersampling and shuffling
                     num_workers:int=0,         # DataLoader worker processes (0: on a 2-core CPU the training step, not the loader, is what training waits for)
                     cache=None,                # a folder (or `ChipCache`) of decoded chips: each read from its files once, then from there (None: from the files every epoch)
                     progress:bool=True,        # progress bar while surveying
                     **kwargs                   # passed to `DataBlock.dataloaders` (e.g. `device`)
                    ):
-    "fastai `DataLoaders` of standardised two-channel SAR tiles and 0/1/255 masks from a chip table."
+    "fastai `DataLoaders` of standardised SAR tiles (VV, VH, and the scene-split prior when `splits` are given) and 0/1/255 masks from a chip table."
     if valid_events is not None and valid_split is not None: raise ValueError("give valid_events or valid_split, not both")
     sv = chips if 'problem' in chips else survey_chips(chips, progress=progress)
     if not (sv.problem.isna() & sv.label.notna()).any():
@@ -391,6 +392,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     normed = chip_norms(sv, stats, norm)          # every chip of an event lends its pixels, labelled or not
     stats = with_training_water(stats, normed.loc[df.index[list(train)]])   # the most water a training event had (`at_water_share`)
     df = normed.loc[df.index[list(train) + list(valid)]].reset_index(drop=True)
+    if splits is not None: df['vh_split'] = df.event.map(splits).astype(float)   # NaN for an event without a split: an empty prior
     n_train = len(train)
     cache = cache if cache is None or isinstance(cache, ChipCache) else ChipCache(cache)
     if isinstance(kwargs.get('device'), str): kwargs['device'] = torch.device(kwargs['device'])   # fastai keeps a name as it is; learners read `dls.device.type`
@@ -403,5 +405,5 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
     p = sample_weights(df.iloc[:n_train], balance, wet)
     if np.allclose(p, p[0]): dls = dblock.dataloaders(df, bs=bs, num_workers=num_workers, **kwargs)   # uniform: fastai's shuffled loader, as without weights
     else: dls = dblock.weighted_dataloaders(df, wgts=np.concatenate([p, np.ones(len(df) - n_train)]), bs=bs, num_workers=num_workers, **kwargs)
-    dls.cache, dls.stats, dls.norm, dls.survey = cache, stats, norm, df.assign(is_valid=[False] * n_train + [True] * (len(df) - n_train))
+    dls.cache, dls.stats, dls.norm, dls.n_in, dls.survey = cache, stats, norm, 2 + (splits is not None), df.assign(is_valid=[False] * n_train + [True] * (len(df) - n_train))
     return dls

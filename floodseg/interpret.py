@@ -143,7 +143,7 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
                   ) -> Evaluation:
     "Judge the model, with and without TTA, and the threshold baselines on every chip of `chips` through the same metric code."
     cfg = pred.cfg
-    chips = with_norms(chips, cfg['stats'], cfg.get('norm', 'layout'))
+    chips = pred.prepare(chips)
     thr, T, lf = pred.threshold, pred.temperature, model_loss(cfg)
     splits = event_splits(chips, pred.split['band']) if pred.split else {}   # under a split rule: each event's chips as tiles of one scene
     methods = {'model': False} | ({'model_tta': True} if tta else {})
@@ -154,7 +154,7 @@ def evaluate_chips(pred:Predictor,      # the model (`Predictor.from_folder`, or
         problems += [dict(chip_id=r.chip_id, event=r.event, problem=f"{r.vv}: no label, not scored") for r, c in batch if c.label is None]
         batch = [(r, c) for r, c in batch if c.label is not None]
         if not batch: continue
-        xb = torch.stack([chip_input(c, r) for r, c in batch])
+        xb = torch.stack([chip_input(c, r, pred.prior) for r, c in batch])
         probs = {}
         for m, aug in methods.items():
             t0 = time.perf_counter(); probs[m] = pred.probs(xb, tta=aug); seconds[m] += time.perf_counter() - t0
@@ -204,7 +204,7 @@ def plot_loss_sorted(ev:Evaluation,      # from `evaluate_chips`
     "Highest-, median- and lowest-loss chips, one row each: input | label | prediction | water probability | errors."
     groups = loss_sorted(ev, n, method)
     order = [(f'loss rank {k + 1} of {len(ids)}' if g == BY_LOSS else g, cid) for g, ids in groups.items() for k, cid in enumerate(ids)]
-    chips = with_norms(chips, pred.cfg['stats'], pred.cfg.get('norm', 'layout'))   # the statistics of the whole events, not of the chips shown
+    chips = pred.prepare(chips)   # the statistics (and splits) of the whole events, not of the chips shown
     sub = chips.set_index('chip_id').loc[[cid for _, cid in order]].reset_index()
     loss = ev.per_chip[ev.per_chip.method == method].set_index('chip_id').loss
     h = 2.9 * len(order) + 1.2   # rows, plus room for the title above and the legend below them

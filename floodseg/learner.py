@@ -222,21 +222,22 @@ def flood_learner(dls,                        # `DataLoaders` from `sar_dataload
                   weights:list|None=None,               # CE class weights [dry, water]; computed from the training masks when None
                   precision:str='auto',       # 'auto', 'fp32', 'fp16' (GPU mixed precision) or 'bf16' (CPU autocast)
                   **kwargs):
-    "A fastai `unet_learner` (DynamicUnet) with 2 input channels (VV, VH), 2 classes, nodata-aware loss and pooled water IoU/Dice."
+    "A fastai `unet_learner` (DynamicUnet) with 2 input channels (VV, VH; 3 with the scene-split prior of `dls`), 2 classes, nodata-aware loss and pooled water IoU/Dice."
     if arch not in ARCHS: raise ValueError(f"arch must be one of {sorted(ARCHS)}, not {arch!r}")
     sar_loss(loss)   # an unknown name fails here, before anything is built
     if weights is None and loss == 'wce': weights = class_weights(dls.survey)
     loss_func = sar_loss(loss, weights)
     opts = dict(cut=cut, last_cross=last_cross, self_attention=self_attention, blur=blur)
     pretrained = pretrained and imagenet_weights(arch)
-    learn = unet_learner(dls, ARCHS[arch], normalize=False, n_out=2, n_in=2, pretrained=pretrained,
+    n_in = getattr(dls, 'n_in', 2)
+    learn = unet_learner(dls, ARCHS[arch], normalize=False, n_out=2, n_in=n_in, pretrained=pretrained,
                          loss_func=loss_func, metrics=[WaterIoU(), WaterDice()], **opts, **kwargs)
     precision = apply_precision(learn, precision)
-    learn.floodseg_config = dict(arch=arch, pretrained=pretrained, **opts, n_in=2, n_out=2, precision=precision,
+    learn.floodseg_config = dict(arch=arch, pretrained=pretrained, **opts, n_in=n_in, n_out=2, precision=precision,
                                  img_size=list(dls.one_batch()[0].shape[-2:]), loss=loss,
                                  weights=None if weights is None else list(map(float, weights)),
                                  stats=dict(dls.stats), norm=getattr(dls, 'norm', 'layout'), classes=['dry', 'water'], threshold=0.5,
-                                 training=training_data(dls))
+                                 training=training_data(dls), **({'prior': dict(band='vh', width=PRIOR_WIDTH)} if n_in == 3 else {}))
     return learn
 
 # %% ../nbs/04_learner.ipynb #a9ec9303

@@ -35,7 +35,7 @@ def build_model(cfg:dict # a model config (`learn.floodseg_config`, or a saved `
     return create_unet_model(ARCHS[cfg['arch']], cfg['n_out'], tuple(cfg['img_size']), pretrained=False, n_in=cfg['n_in'], **opts)
 
 # %% ../nbs/03a_model.ipynb #model-09
-NETWORK_KEYS = ('arch', 'n_in', 'n_out', 'cut', 'last_cross', 'self_attention', 'blur', 'img_size', 'classes')   # what `build_model` and the weights depend on
+NETWORK_KEYS = ('arch', 'n_in', 'n_out', 'cut', 'last_cross', 'self_attention', 'blur', 'img_size', 'classes', 'prior')   # what `build_model` and the weights depend on
 
 class ModelConfig(dict):
     "A model's config: the dict as saved, every key kept, with typed views of its network, radiometry, decision and provenance."
@@ -48,6 +48,8 @@ class ModelConfig(dict):
     def network(self) -> dict:
         "arch, n_in, n_out, cut, ... : what the weights fit (`DEFAULT_MODEL` for options an older config leaves out)."
         return {k: self.get(k, DEFAULT_MODEL.get(k)) for k in NETWORK_KEYS}
+    @property
+    def prior(self) -> dict|None: "The scene-split prior the network takes as its third input channel (`floodseg.radiometry.prior_channel`), or None."; return self.get('prior')
     @property
     def stats(self) -> SARStats: "Standardisation statistics per layout."; return self['stats']
     @property
@@ -78,7 +80,9 @@ def check_config(cfg:dict, # a model config
                  cf,       # where it was read, for the message
                 ) -> ModelConfig:
     "`cfg` as a `ModelConfig`, or a `FloodsegInputError` naming `cf` and the key when it holds values no floodseg model can have."
-    checks = [('n_in', cfg['n_in'] == 2, '2 (VV, VH)'), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
+    prior = cfg.get('prior')
+    checks = [('prior', prior is None or (isinstance(prior, dict) and prior.get('band') == 'vh' and _finite(prior.get('width'), positive=True)), "null, or {'band': 'vh', 'width': a number > 0}"),
+              ('n_in', cfg['n_in'] == 2 + (prior is not None), '2 (VV, VH)' + (', and 1 for the prior: 3' if prior else '')), ('n_out', cfg['n_out'] == 2, '2 (dry, water)'),
               ('threshold', _finite(cfg['threshold']) and 0 < cfg['threshold'] < 1, 'in (0, 1)'),
               ('temperature', cfg.get('temperature') is None or _finite(cfg['temperature'], positive=True), 'a finite number > 0 (1: uncalibrated)'),
               ('img_size', isinstance(cfg['img_size'], (list, tuple)) and len(cfg['img_size']) == 2 and all(isinstance(x, int) and x > 0 for x in cfg['img_size']), '2 positive whole numbers'),

@@ -39,10 +39,11 @@ def scene_norm(cfg:dict,          # the model's config: `stats` and `norm`
 
 # %% ../nbs/05_predict.ipynb #a7f8acf8
 def chip_input(chip:SARChip, # a chip from `read_chip`
-               row,          # its chip-table row with `NORM_COLUMNS` (`with_norms`)
+               row,          # its chip-table row with `NORM_COLUMNS` (`with_norms`), and `vh_split` for a model with a prior
+               prior:bool=False, # add the scene-split prior (a model whose config has a `prior`)
               ) -> torch.Tensor:
-    "Standardised float32 (2, H, W) network input of a chip, nodata set to 0, as in training."
-    return torch.from_numpy(standardise(chip.image, *row_norm(row)))
+    "Standardised float32 (2, H, W) network input of a chip (3 channels with the prior), nodata set to 0, as in training."
+    return torch.from_numpy(standardise(chip.image, *row_norm(row), split=row.vh_split if prior else None))
 
 # %% ../nbs/05_predict.ipynb #1b9c3096
 def _has_label(r): return isinstance(getattr(r, 'label', None), (str, Path))
@@ -96,6 +97,7 @@ class Predictor:
         if self.channels_last: self.model.to(memory_format=torch.channels_last)
         self.temperature, self.threshold = self.cfg.temperature, self.cfg.threshold   # the decision: this predictor's own (a map may set another threshold)
         self.split = self.cfg.split   # the split rule where the model is unsure (`Predictor.mask`), or None
+        self.prior = self.cfg.prior   # the scene-split prior the network takes as a third channel, or None
         self.folder = None   # the model folder, when loaded by `from_folder`
 
     @classmethod
@@ -108,7 +110,7 @@ class Predictor:
         p.folder = model_path(path)   # where it came from: its files' hashes go into each map's STAC Item (`floodseg.stac`)
         return p
 
-    def __repr__(self): return f"Predictor({self.cfg['arch']}, cut {self.cfg.get('cut')}, norm {self.cfg.get('norm')!r}, {self.precision}, threshold {self.threshold:.2f}{split_words(self.split)}{', TTA' if self.tta else ''})"
+    def __repr__(self): return f"Predictor({self.cfg['arch']}, cut {self.cfg.get('cut')}, norm {self.cfg.get('norm')!r}, {self.precision}, threshold {self.threshold:.2f}{split_words(self.split)}{', prior' if self.prior else ''}{', TTA' if self.tta else ''})"
 
 # %% ../nbs/05_predict.ipynb #69fcf91a
 @patch
@@ -122,11 +124,12 @@ def norm(self:Predictor, kind:str,    # the scene's layout
 
 @patch
 def standardise(self:Predictor, img:np.ndarray, # (2, H, W) VV, VH, NaN at nodata
-                norm:dict|str,        # statistics from `Predictor.norm`, or the layout of `img` (then from `img` itself under the model's rule)
+                norm:dict|str,        # statistics from `Predictor.norm` (with the scene's `split` for a model with a prior), or the layout of `img` (then from `img` itself)
                ) -> np.ndarray:
-    "Standardised float32 (2, H, W) with nodata 0."
+    "Standardised float32 (2, H, W) with nodata 0; for a model with a prior, its third channel from the scene's split (`img`'s own when `norm` has none)."
     if isinstance(norm, str): norm = self.norm(norm, image_stats(img))
-    return standardise(img, norm['mean'], norm['std'])
+    split = (norm['split'] if 'split' in norm else scene_split(img)) if self.prior else None
+    return standardise(img, norm['mean'], norm['std'], split=split)
 
 # %% ../nbs/05_predict.ipynb #7b53191f
 @patch
@@ -158,16 +161,24 @@ def __call__(self:Predictor, tiles) -> np.ndarray:
 
 # %% ../nbs/05_predict.ipynb #93390c9a
 @patch
+def prepare(self:Predictor, chips:pd.DataFrame, # a chip table
+           ) -> pd.DataFrame:
+    "`chips` with the statistics that standardise them under the model's rule (`with_norms`: each event's own where the rule asks for them) and, for a model with a prior, each event's VH split (`vh_split`, `event_splits`)."
+    chips = with_norms(chips, self.cfg['stats'], self.cfg.get('norm', 'layout'))
+    if self.prior and 'vh_split' not in chips: chips = chips.assign(vh_split=chips.event.map(event_splits(chips)).astype(float))
+    return chips
+
+@patch
 def chips(self:Predictor, chips:pd.DataFrame, # chip table to predict (each event's statistics come from all of its chips here)
           tta:bool|None=None,                 # dihedral TTA (default: the predictor's)
           progress:bool=True,                 # progress bar
          ):
     "Yield `(row, chip, prob)` per chip: the water probability (H, W) with NaN at nodata; a chip that cannot be read gives `(row, message, None)`."
-    chips = with_norms(chips, self.cfg['stats'], self.cfg.get('norm', 'layout'))   # each event's own statistics where the model's rule asks for them
+    chips = self.prepare(chips)
     for batch, problems in read_batches(chips, self.bs, progress):
         for r, msg in problems: yield r, msg, None
         if not batch: continue
-        probs = self.probs(torch.stack([chip_input(c, r) for r, c in batch]), tta)
+        probs = self.probs(torch.stack([chip_input(c, r, self.prior) for r, c in batch]), tta)
         for (r, c), p in zip(batch, probs):
             p[~c.valid] = np.nan
             yield r, c, p

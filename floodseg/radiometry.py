@@ -12,11 +12,12 @@ import pandas as pd
 from .io import *
 
 # %% auto #0
-__all__ = ['STAT_BANDS', 'WATER_Z', 'MIN_SCENE_PIXELS', 'MAX_WATER', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN', 'DB_RANGE',
-           'AMPLITUDE_VH', 'UNITS', 'VH_BRIGHTER_MAX', 'BAND_ORDERS', 'SARStats', 'standardise', 'pool_stats',
-           'sar_stats', 'land_stats', 'image_stats', 'dark_share', 'at_water_share', 'norm_source', 'norm_stats',
-           'event_land_stats', 'chip_norms', 'row_norm', 'with_norms', 'with_training_water', 'units_converter',
-           'units_ok', 'value_summary', 'detect_units', 'resolve_units', 'as_db', 'plausible_scene', 'chip_units']
+__all__ = ['STAT_BANDS', 'PRIOR_WIDTH', 'WATER_Z', 'MIN_SCENE_PIXELS', 'MAX_WATER', 'NORMS', 'NORM_COLUMNS', 'DB_MEDIAN',
+           'DB_RANGE', 'AMPLITUDE_VH', 'UNITS', 'VH_BRIGHTER_MAX', 'BAND_ORDERS', 'SARStats', 'standardise',
+           'prior_channel', 'pool_stats', 'sar_stats', 'land_stats', 'image_stats', 'dark_share', 'at_water_share',
+           'norm_source', 'norm_stats', 'event_land_stats', 'chip_norms', 'row_norm', 'with_norms',
+           'with_training_water', 'units_converter', 'units_ok', 'value_summary', 'detect_units', 'resolve_units',
+           'as_db', 'plausible_scene', 'chip_units']
 
 # %% ../nbs/01_radiometry.ipynb #94210e27
 STAT_BANDS = ('vv', 'vh')
@@ -44,11 +45,25 @@ def standardise(img:np.ndarray, # (2, H, W) VV, VH; NaN = no data
                 mean,           # [vv, vh] to subtract
                 std,            # [vv, vh] to divide by
                 fill:float=0.,  # value given to nodata pixels (0: the network's convention, the mean)
+                split:float|None=None, # the scene's VH split in `img`'s units (`floodseg.predict.scene_split`; NaN: none): adds the third channel, `prior_channel`
                ) -> np.ndarray:
-    "`(img - mean) / std` per band as float32, nodata set to `fill`."
+    "`(img - mean) / std` per band as float32, nodata set to `fill`; given a `split`, with the scene-split water prior as a third channel."
     m, s = (np.asarray(v, np.float32)[:, None, None] for v in (mean, std))
     z = (np.asarray(img, np.float32) - m) / s
+    if split is not None: z = np.concatenate([z, prior_channel(z, (split - m[1, 0, 0]) / s[1, 0, 0])[None]])
     return z if fill is not None and np.isnan(fill) else np.nan_to_num(z, nan=fill)
+
+# %% ../nbs/01_radiometry.ipynb #prior-1
+PRIOR_WIDTH = 0.5   # the prior's softness w: standardised VH from s - w to s + w spans tanh(1) to tanh(-1)
+
+def prior_channel(z:np.ndarray,   # standardised (2, H, W) VV, VH, NaN at nodata
+                  split:float,    # the scene's VH split, standardised as `z`'s VH; NaN: the scene has none
+                  width:float=PRIOR_WIDTH, # softness in standard deviations
+                 ) -> np.ndarray:
+    "The scene-split water prior (H, W) float32: tanh((split - VH) / width); 0 without a split, NaN at nodata."
+    ok = np.isfinite(z).all(0)
+    p = np.tanh((split - z[1]) / width) if np.isfinite(split) else np.zeros(z.shape[1:], np.float32)
+    return np.where(ok, p, np.nan).astype(np.float32)
 
 # %% ../nbs/01_radiometry.ipynb #b52f25f4
 def pool_stats(g:pd.DataFrame,     # surveyed chips (`survey_chips`) to pool

@@ -39,6 +39,7 @@ class Recipe:
                  max_rotate:float=10.,   # maximum rotation of training tiles, degrees
                  jitter:float=1.,        # radiometric jitter (1: offset ±0.25 sd and gain ±15 % per band and tile; 0: none)
                  rough:float=0.,         # rough-water augmentation (1: water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles)
+                 prior:bool=False,       # a third input channel: the scene-split water prior (`floodseg.radiometry.prior_channel`), each event's chips split as one scene
                  lr:float=1e-3,          # one-cycle peak learning rate (0: chosen with `lr_find`)
                  epochs:int|None=None,   # train this many epochs, or
                  budget:float|None=None, # this many CPU minutes (`CPUBudget`), or
@@ -170,6 +171,7 @@ def train(recipe:Recipe|str='default', # a `Recipe` or what `get_recipe` takes
     from fastai.vision.all import set_seed, default_device
     from floodseg.data import sar_dataloaders
     from floodseg.learner import flood_learner, fit_flood, save_model, say, training_precision
+    from floodseg.predict import event_splits
     r = get_recipe(recipe)
     if chips is None or not len(chips): raise FloodsegInputError("train: no chips to train on")
     training_precision(r.precision, (torch.device(kwargs['device']) if kwargs.get('device') is not None else default_device()).type)   # fp16 off a GPU: refused before any chip is read
@@ -177,7 +179,7 @@ def train(recipe:Recipe|str='default', # a `Recipe` or what `get_recipe` takes
     kwargs.setdefault('val_bs', 1 if chips.layout.nunique() > 1 else None)   # whole chips of different sizes
     dls = sar_dataloaders(chips, valid_events=valid_events, valid_split=valid_split, valid_pct=r.valid_pct, bs=r.bs, size=r.size, norm=r.norm,
                           land_stats=r.land_stats, keep_dry=r.keep_dry, balance=r.balance, wet=r.wet, max_rotate=r.max_rotate, jitter=r.jitter,
-                          rough=r.rough, seed=seed, progress=bool(progress), cache=cache, **kwargs)
+                          rough=r.rough, splits=event_splits(chips) if r.prior else None, seed=seed, progress=bool(progress), cache=cache, **kwargs)
     work = tempfile.TemporaryDirectory(prefix='floodseg_train_') if path is None else contextlib.nullcontext(path)
     with work as wpath:
         learn = flood_learner(dls, arch=r.arch, pretrained=r.pretrained, cut=r.cut, last_cross=r.last_cross, loss=r.loss, precision=r.precision, path=wpath)

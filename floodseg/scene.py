@@ -96,6 +96,7 @@ def map_scene(predictor:Predictor, # the model
         stats = image_stats(small)
         split = scene_split(small, predictor.split['band']) if predictor.split else None
         norm = predictor.norm(scene.kind, stats, layout, scene.paths[0])
+        if predictor.prior: norm['split'] = scene_split(small)   # the prior channel's split: once per scene, from the same reduced read
         timings = {} if timings is None else timings
         tmp = Path(out)/f'.{name}.floodseg-tmp'
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)

@@ -106,7 +106,7 @@ def tile_row(read,               # read(row0, row1, col0, col1) -> float32 (2, h
              plan:TilePlan,      # the scene's tiles
              k:int,              # which row of tiles
              predictor:Predictor, # the model
-             norm:dict,          # the statistics that standardise the scene (`Predictor.norm`)
+             norm:dict,          # the statistics that standardise the scene (`Predictor.norm`; with its `split` for a model with a prior)
              timings:dict|None=None, # accumulates seconds spent in 'read', 'prepare', 'forward' and 'blend'
              step=None,          # called with the number of tiles done after each batch (progress)
             ) -> tuple:
@@ -120,7 +120,7 @@ def tile_row(read,               # read(row0, row1, col0, col1) -> float32 (2, h
         with step_timer(timings, 'prepare'):
             ok = ~np.isnan(img).any(0)
             valid[:r1 - r0, c0:c1] |= ok
-            z = np.zeros((2, t, max(c1 - c0, t)), np.float32)
+            z = np.zeros((2 + bool(predictor.prior), t, max(c1 - c0, t)), np.float32)   # VV, VH (and the scene-split prior)
             z[:, :r1 - r0, :c1 - c0] = predictor.standardise(img, norm)
             has = [c for c in cs if ok[:, c - c0:c - c0 + t].any()]
         if has:
