@@ -319,7 +319,7 @@ def library_recipe(rc:dict, steps=None, budget=8.) -> Recipe:
     "A protocol recipe's options as the library's `floodseg.recipe.Recipe`: from random initialisation, the last weights, over `steps` optimizer steps or `budget` CPU minutes."
     return Recipe(arch=rc['arch'], cut=rc['cut'], last_cross=rc['last_cross'], pretrained=False, loss=rc['loss'], norm=rc['norm'], land_stats=rc.get('land', False),
                   size=rc['size'], bs=rc['bs'], balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), max_rotate=rc['max_rotate'], jitter=rc['jitter'],
-                  rough=rc.get('rough', 0.), lr=rc['lr'], **({'prior': True} if rc.get('prior') else {}), keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
+                  rough=rc.get('rough', 0.), prior=rc.get('prior', False), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
 
 LIBRARY = {'default': 'bal_c3_jitter'}   # the library's recipes (`floodseg.recipe.RECIPES`) under their protocol names
 

@@ -358,7 +358,7 @@ def floodseg_evaluate(
     try:
         pred = Predictor.from_folder(model, bs=bs); cfg = pred.cfg
         test, train, notes = (t.assign(units=units) if isinstance(t, pd.DataFrame) else t for t in evaluation_chips(data, events, split, train_events, train_split))
-        test = with_norms(test, cfg['stats'], cfg['norm'])   # surveyed once: the evaluation and the loss-sorted view both use these statistics
+        test = pred.prepare(test)   # surveyed (and split, for a model with a prior) once: the evaluation and the loss-sorted view both use it
         thresholds, tnote = _tuned_thresholds(train)
         ev = evaluate_chips(pred, test, thresholds, tta=tta, progress=show_progress())
     except FloodsegInputError as e: raise CliError(f"floodseg_evaluate: {e}") from None

@@ -20,12 +20,12 @@ import floodseg
 from .io import *
 from .learner import model_path, SHIPPED, CONFIG_FILE, WEIGHTS_FILE
 from .scene import flood_extent
-from .writers import output_asset, MEDIA
+from .writers import output_asset
 from .vector import equal_area_crs, reproject_geoms
 
 # %% auto #0
-__all__ = ['COG_TYPE', 'file_sha256', 'model_provenance', 'scene_datetime', 'scene_footprint', 'row_areas', 'map_areas_km2',
-           'scene_item', 'stac_writer']
+__all__ = ['file_sha256', 'model_provenance', 'scene_datetime', 'scene_footprint', 'row_areas', 'map_areas_km2', 'scene_item',
+           'stac_writer']
 
 # %% ../nbs/12a_stac.ipynb #stac-05
 def file_sha256(path) -> str:
@@ -111,7 +111,6 @@ def map_areas_km2(mask_path,          # a uint8 water mask raster (`map_scene`'s
     return {k: round(v / 1e6, 6) for k, v in tot.items()}
 
 # %% ../nbs/12a_stac.ipynb #stac-19
-COG_TYPE = pystac.MediaType.COG
 def _share(n, d): return round(n / d, 6) if d else None
 
 def scene_item(scene,          # the `SARScene`

@@ -120,8 +120,9 @@ def tile_row(read,               # read(row0, row1, col0, col1) -> float32 (2, h
         with step_timer(timings, 'prepare'):
             ok = ~np.isnan(img).any(0)
             valid[:r1 - r0, c0:c1] |= ok
-            z = np.zeros((2 + bool(predictor.prior), t, max(c1 - c0, t)), np.float32)   # VV, VH (and the scene-split prior)
-            z[:, :r1 - r0, :c1 - c0] = predictor.standardise(img, norm)
+            s = predictor.standardise(img, norm)   # VV, VH (and the scene-split prior)
+            z = np.zeros((len(s), t, max(c1 - c0, t)), np.float32)
+            z[:, :r1 - r0, :c1 - c0] = s
             has = [c for c in cs if ok[:, c - c0:c - c0 + t].any()]
         if has:
             with step_timer(timings, 'forward'): p = predictor(np.stack([z[:, :, c - c0:c - c0 + t] for c in has]))

@@ -23,7 +23,7 @@ from .viz import *
 from .tiles import open_raster
 
 # %% auto #0
-__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'REFERENCE_MIN', 'FLOOD_LEGEND', 'MEDIA', 'WRITERS', 'LOW_CONFIDENCE',
+__all__ = ['PROB_NODATA', 'MASK_NODATA', 'COG_OPTIONS', 'REFERENCE_MIN', 'FLOOD_LEGEND', 'WRITERS', 'LOW_CONFIDENCE',
            'FLAG_LIMITS', 'FLAGS', 'save_quicklook', 'Asset', 'MapWriter', 'map_writers', 'output_asset',
            'check_options', 'parse_options', 'scene_outputs', 'check_reference', 'reference_reader', 'flood_extent',
            'write_reference', 'advisory_flags', 'flags_line']
@@ -71,15 +71,13 @@ def _quicklook(scene, mask_path, path, max_size=1024, reference_path=None):
 import importlib
 from dataclasses import dataclass, field, replace
 from typing import Callable
-
-MEDIA = dict(cog='image/tiff; application=geotiff; profile=cloud-optimized', geotiff='image/tiff; application=geotiff', png='image/png',
-             geojson='application/geo+json', json='application/json')   # media types of floodseg's outputs (as `pystac.MediaType` spells them)
+from pystac import MediaType   # the media types STAC names (`MediaType.COG`, `.PNG`, `.GEOJSON`, ...)
 
 @dataclass(frozen=True)
 class Asset:
     "How one output file is described to others: its STAC asset (title, roles, media type) and the Content-Type the server sends it with."
     title:str                # what the file holds
-    media_type:str           # e.g. `MEDIA['cog']`
+    media_type:str           # e.g. `MediaType.COG`
     roles:tuple=('data',)    # STAC asset roles
 
 @dataclass(frozen=True)
@@ -117,19 +115,19 @@ def _write_submission(raw, tmp, scene, rows=512):
 
 # %% ../nbs/11b_writers.ipynb #writers--4
 WRITERS = {'cog': MapWriter(dict(prob='{name}_water_prob.tif', mask='{name}_water_mask.tif'), _write_cog,
-                         assets=dict(prob=Asset('water probability (float32, NaN = no data)', MEDIA['cog']),
-                                     mask=Asset('water mask (uint8: 1 water, 0 not, 255 no data)', MEDIA['cog']))),
+                         assets=dict(prob=Asset('water probability (float32, NaN = no data)', MediaType.COG),
+                                     mask=Asset('water mask (uint8: 1 water, 0 not, 255 no data)', MediaType.COG))),
            'quicklook': MapWriter(dict(quicklook='{name}_quicklook.png'), _write_quicklook,
-                                  assets=dict(quicklook=Asset('quicklook: the mask over SAR false colour', MEDIA['png'], ('overview', 'visual')))),
+                                  assets=dict(quicklook=Asset('quicklook: the mask over SAR false colour', MediaType.PNG, ('overview', 'visual')))),
            'stac_overflow': MapWriter(dict(submission='{name}.tif'), _write_submission,
-                                      assets=dict(submission=Asset('STAC Overflow submission (uint8: 1 water, 0 not)', MEDIA['geotiff']))),
+                                      assets=dict(submission=Asset('STAC Overflow submission (uint8: 1 water, 0 not)', MediaType.GEOTIFF))),
            'geojson': MapWriter(dict(outline='{name}_outline.geojson'), 'floodseg.vector:geojson_writer',
-                                assets=dict(outline=Asset('water outlines (GeoJSON, EPSG:4326; class flood | permanent | water)', MEDIA['geojson'])),
+                                assets=dict(outline=Asset('water outlines (GeoJSON, EPSG:4326; class flood | permanent | water)', MediaType.GEOJSON)),
                                 options=dict(min_area=(1000., 'drop water polygons smaller than this many m²'),   # floodseg.vector's defaults (tested there)
                                              simplify=(1., 'simplification tolerance in pixels (0: pixel edges)'),
                                              max_size=(4096, 'outline from at most this many pixels per side'))),
            'stac': MapWriter(dict(item='{name}_item.json'), 'floodseg.stac:stac_writer', context=True,
-                             assets=dict(item=Asset('the STAC Item of the map', MEDIA['geojson'], ('metadata',))),
+                             assets=dict(item=Asset('the STAC Item of the map', MediaType.GEOJSON, ('metadata',))),
                              options=dict(model=(None, "the model's record to store (default: `floodseg.stac.model_provenance`; the service passes its model card)")))}
 
 def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
@@ -151,7 +149,7 @@ def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
     return dict(sorted(res.items(), key=lambda kv: kv[1].context))   # writers that summarise the others last
 
 # %% ../nbs/11b_writers.ipynb #writers-opts
-_SUFFIX_MEDIA = {'.tif': MEDIA['geotiff'], '.png': MEDIA['png'], '.geojson': MEDIA['geojson'], '.json': MEDIA['json']}
+_SUFFIX_MEDIA = {'.tif': MediaType.GEOTIFF, '.png': MediaType.PNG, '.geojson': MediaType.GEOJSON, '.json': MediaType.JSON}
 
 def output_asset(key:str, # an output key (`MapWriter.files`)
                  path,    # the file it was written to
@@ -286,7 +284,7 @@ def _write_flood(raw, tmp, scene, rows=512):
     return dict(flood=tmp/'flood.cog.tif')
 
 WRITERS['flood'] = MapWriter(dict(flood='{name}_flood_mask.tif'), _write_flood,
-                             assets=dict(flood=Asset('flood mask: water outside the reference water (uint8: 1 flood, 0 not, 255 no data)', MEDIA['cog'])))
+                             assets=dict(flood=Asset('flood mask: water outside the reference water (uint8: 1 flood, 0 not, 255 no data)', MediaType.COG)))
 
 # %% ../nbs/11b_writers.ipynb #flags-02
 LOW_CONFIDENCE = (0.2, 0.8)   # a water probability strictly between these is a low-confidence pixel (`advisory_flags`)
