@@ -113,6 +113,7 @@ RECIPES = {
     'balwetrough_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=1., balance=1., wet=0.5),   # balrough with wetter chips drawn more
     'balroughhalf_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., rough=0.5, balance=1.),   # balrough at half the brightening
     'balprior_c3_jitter': dict(BASE, loss='ce', land=True, cut=-3, jitter=1., balance=1., prior=True),   # the default with the scene-split prior as a third input channel (branch `prior`)
+    'baldb_c3': dict(BASE, loss='ce', land=True, cut=-3, db_aug=1., balance=1.),   # the default with dB-space augmentation in place of the jitter
 }
 
 LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
@@ -148,6 +149,7 @@ LEVERS = {   # what each recipe tests, for the table of levers in PROTOCOL.md
     'balwetrough_c3_jitter': 'sampling and augmentation: `balrough_c3_jitter` with wetter chips drawn more within their event (`wet=0.5`): against the dry prior that grows with longer training',
     'balroughhalf_c3_jitter': 'augmentation and sampling: `balrough_c3_jitter` at half the rough-water brightening (`rough=0.5`: water up to 1.25 sd brighter in VV, 0.5 in VH, on half the tiles)',
     'balprior_c3_jitter': "input: the default (`bal_c3_jitter`) with a third channel, the scene-split water prior, trained with it: tanh((s - VH) / 0.5 sd), s the Otsu split of each event's pooled VH (`prior=True`; built on the branch `prior`, `floodseg.radiometry.prior_channel`)",
+    'baldb_c3': "augmentation: the default (`bal_c3_jitter`) with the standardised jitter replaced by dB-space augmentation (`db_aug=1`, `floodseg.data.DbAugment`): ±1 dB gain per band, a ±1 dB range ramp across the tile and extra speckle of 8-32 looks",
     'auto_ce_land_r34c3': 'capacity at the inference budget: the default with ResNet34 up to stage 3 (0.040 s per 256² tile in bf16; 12.9 M parameters, 25.8 MB in float16: over the 20 MB a shipped model may take)',
 }
 
@@ -319,7 +321,7 @@ def library_recipe(rc:dict, steps=None, budget=8.) -> Recipe:
     "A protocol recipe's options as the library's `floodseg.recipe.Recipe`: from random initialisation, the last weights, over `steps` optimizer steps or `budget` CPU minutes."
     return Recipe(arch=rc['arch'], cut=rc['cut'], last_cross=rc['last_cross'], pretrained=False, loss=rc['loss'], norm=rc['norm'], land_stats=rc.get('land', False),
                   size=rc['size'], bs=rc['bs'], balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), max_rotate=rc['max_rotate'], jitter=rc['jitter'],
-                  rough=rc.get('rough', 0.), prior=rc.get('prior', False), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
+                  rough=rc.get('rough', 0.), db_aug=rc.get('db_aug', 0.), prior=rc.get('prior', False), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
 
 LIBRARY = {'default': 'bal_c3_jitter'}   # the library's recipes (`floodseg.recipe.RECIPES`) under their protocol names
 

@@ -87,6 +87,7 @@ def floodseg_train(
     keep_dry:float=None,    # share of water-free training tiles to keep
     jitter:float=None,      # radiometric jitter on training tiles (1: random offset ±0.25 sd and gain ±15 % per band; 0: none)
     rough:float=None,       # rough-water augmentation (1: labelled water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
+    db_aug:float=None,      # dB-space augmentation (1: ±1 dB gain, ±1 dB range gradient and extra speckle per tile; 0: none)
     balance:float=None,     # 1: every dataset, and every event within it, an equal share of each epoch; 0: as many draws as chips
     wet:float=None,         # draw a chip in proportion to (its water share + 1 %) ** wet within its event (0: alike)
     max_rotate:float=None,  # maximum rotation of training tiles in degrees
@@ -105,7 +106,7 @@ def floodseg_train(
     command_setup()
     try: r = get_recipe(recipe).replace(source='floodseg_train', flags=True, valid_pct=valid_pct, epochs=epochs, budget=budget, steps=steps, lr=lr, bs=bs,
                                         size=size, arch=arch, cut=cut, loss=loss, norm=norm, land_stats=None if land_stats else False,
-                                        pretrained=None if pretrained else False, keep_dry=keep_dry, jitter=jitter, rough=rough, balance=balance,
+                                        pretrained=None if pretrained else False, keep_dry=keep_dry, jitter=jitter, rough=rough, db_aug=db_aug, balance=balance,
                                         wet=wet, max_rotate=max_rotate, keep=keep, split=split, prior=True if prior else None, precision=precision)
     except FloodsegInputError as e: raise CliError(str(e) if str(e).startswith('floodseg_train') else f"floodseg_train: {e}") from None
     check_args('floodseg_train', norm=(r.norm in NORMS, f"one of {', '.join(NORMS)}, not {r.norm!r}"), seed=(seed >= 0, f">= 0, not {seed}"),

@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/data.html.md"""
 
 # %% ../nbs/03_data.ipynb #a195e1b4
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile, warnings
+import hashlib, json, math, os, shutil, tempfile, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -22,8 +22,8 @@ from .viz import *
 # %% auto #0
 __all__ = ['CACHE_VERSION', 'CACHE_PARTS', 'SARImage', 'SARMask', 'ReadSAR', 'ReadMask', 'NodataToIgnore', 'MaskToLong',
            'SARBlock', 'SARMaskBlock', 'ChipCache', 'RandomTileCrop', 'EventSplitter', 'SplitColSplitter',
-           'with_split_csv', 'spatial_split', 'sar_aug_transforms', 'RadiometricJitter', 'RoughWater', 'sample_weights',
-           'sar_dataloaders']
+           'with_split_csv', 'spatial_split', 'sar_aug_transforms', 'RadiometricJitter', 'RoughWater', 'db_land_sd',
+           'DbAugment', 'sample_weights', 'sar_dataloaders']
 
 # %% ../nbs/03_data.ipynb #47caf31d
 class SARImage(TensorImage):
@@ -319,6 +319,36 @@ class RoughWater(ItemTransform):
         tex = (1 + self.texture * torch.randn(b, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)).clamp(min=0)
         return x + on * water * amp * tex, y
 
+# %% ../nbs/03_data.ipynb #dbaug-0
+def db_land_sd(stats:dict|None, # per-layout statistics (`SARStats`)
+               default=(3., 3.), # when no layout of `stats` is in calibrated dB
+              ) -> tuple:
+    "dB per standard deviation in VV and VH: the mean spread of `stats`' calibrated dB layouts, the scale `DbAugment` converts dB with."
+    sds = [s['std'] for k, s in (stats or {}).items() if k in LAYOUTS and LAYOUTS[k].calibrated and LAYOUTS[k].units.lower() == 'db']
+    return tuple(float(v) for v in np.mean(sds, 0)) if sds else tuple(default)
+
+# %% ../nbs/03_data.ipynb #dbaug-1
+class DbAugment(Transform):
+    "dB-space augmentation of VV and VH on training batches: a calibration gain (an offset in dB), a gentle range gradient across the tile and extra multiplicative speckle (additive in dB), in standardised units through the land's dB standard deviation."
+    split_idx, order = 0, 91   # training only, after the geometric augmentation and the jitter, before `RoughWater`
+    def __init__(self, gain:float=1.,         # calibration gain: an offset drawn in ±gain dB per band and tile
+                 gradient:float=1.,           # range gradient (incidence angle): up to ±gradient dB from one side of the tile to the other, both bands, in a random direction
+                 looks:tuple=(8., 32.),       # extra speckle: power times Gamma(L, 1/L), L drawn in this range per tile (8 looks: 1.6 dB spread; 32: 0.8)
+                 db_sd:tuple=(3., 3.),        # dB per standard deviation in VV, VH (`sar_dataloaders` passes the training statistics' dB land sd)
+                 p:float=0.8,                 # share of tiles augmented
+                ): store_attr()
+    def encodes(self, x:SARImage):
+        b, c, h, w = x.shape
+        dev, u = x.device, lambda *s: torch.rand(*s, device=x.device) * 2 - 1
+        on = (torch.rand(b, 1, 1, 1, device=dev) < self.p).float()
+        a = torch.rand(b, 1, 1, 1, device=dev) * 2 * math.pi   # the gradient's direction
+        ramp = a.cos() * torch.linspace(-.5, .5, w, device=dev).view(1, 1, 1, w) + a.sin() * torch.linspace(-.5, .5, h, device=dev).view(1, 1, h, 1)
+        L = (self.looks[0] + torch.rand(b, 1, 1, 1, device=dev) * (self.looks[1] - self.looks[0])).expand(b, 2, h, w)
+        speckle = 10 / math.log(10) * (torch.distributions.Gamma(L, L).sample().clamp_min(1e-6).log() - (torch.digamma(L) - L.log()))   # centred: the gain moves the level
+        db = u(b, 2, 1, 1) * self.gain + u(b, 1, 1, 1) * self.gradient * ramp + speckle
+        d = on * db / torch.tensor(self.db_sd, device=dev, dtype=torch.float32).view(1, 2, 1, 1)
+        return x + torch.cat([d.to(x.dtype), torch.zeros_like(x[:, 2:])], 1)   # a prior channel stays
+
 # %% ../nbs/03_data.ipynb #883747aa-1
 def _usable(sv):
     "Rows of a survey that can be trained on: readable, with valid labelled pixels."
@@ -359,6 +389,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                     max_rotate:float=10.,      # maximum rotation in degrees
                     jitter:float=0.,           # strength of `RadiometricJitter` on training batches (1: ±0.25 sd offset, ±15 % gain; 0: none)
                     rough:float=0.,            # strength of `RoughWater` on training batches (1: water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles; 0: none)
+                    db_aug:float=0.,           # strength of `DbAugment` on training batches (1: ±1 dB gain, ±1 dB range gradient, 8-32 looks of extra speckle; 0: none)
                     splits:dict|None=None,     # each event's VH split (`floodseg.predict.event_splits`): tiles get the scene-split prior as a third channel (None: two channels)
                     seed:int|None=42,          # seed for the split, undersampling and shuffling
                     num_workers:int=0,         # DataLoader worker processes (0: on a 2-core CPU the training step, not the loader, is what training waits for)
@@ -400,6 +431,7 @@ def sar_dataloaders(chips:pd.DataFrame,        # chip table (`floodseg.io.chip_t
                        splitter=lambda items: (L(range(n_train)), L(range(n_train, len(items)))),
                        item_tfms=[NodataToIgnore()] + ([RandomTileCrop(size)] if size else []),
                        batch_tfms=(sar_aug_transforms(max_rotate) if aug else []) + ([RadiometricJitter(0.25 * jitter, 0.15 * jitter)] if jitter else [])
+                                 + ([DbAugment(db_aug, db_aug, (8 / db_aug, 32 / db_aug), db_land_sd(stats))] if db_aug else [])
                                  + ([RoughWater(2.5 * rough, rough)] if rough else []))
     if seed is not None: set_seed(seed, reproducible=True)
     p = sample_weights(df.iloc[:n_train], balance, wet)

@@ -39,6 +39,7 @@ class Recipe:
                  max_rotate:float=10.,   # maximum rotation of training tiles, degrees
                  jitter:float=1.,        # radiometric jitter (1: offset ±0.25 sd and gain ±15 % per band and tile; 0: none)
                  rough:float=0.,         # rough-water augmentation (1: water up to 2.5 sd brighter in VV, 1 in VH, on half the tiles)
+                 db_aug:float=0.,        # dB-space augmentation (`floodseg.data.DbAugment`; 1: ±1 dB gain, ±1 dB range gradient, 8-32 looks of extra speckle)
                  prior:bool=False,       # a third input channel: the scene-split water prior (`floodseg.radiometry.prior_channel`), each event's chips split as one scene
                  lr:float=1e-3,          # one-cycle peak learning rate (0: chosen with `lr_find`)
                  epochs:int|None=None,   # train this many epochs, or
@@ -90,7 +91,7 @@ def _limits(r) -> list:
     n = sum(bool(getattr(r, k)) for k in SCHEDULE)
     return [(r.size > 0 and r.size % 32 == 0, 'size', 'a positive multiple of 32'), (r.bs > 0, 'bs', 'a positive batch size'),
             (0 < r.keep_dry <= 1, 'keep_dry', 'in (0, 1]'), (0 <= r.balance <= 1, 'balance', 'between 0 and 1'),
-            (r.wet >= 0, 'wet', '>= 0'), (r.max_rotate >= 0, 'max_rotate', '>= 0'), (r.jitter >= 0, 'jitter', '>= 0'), (r.rough >= 0, 'rough', '>= 0'),
+            (r.wet >= 0, 'wet', '>= 0'), (r.max_rotate >= 0, 'max_rotate', '>= 0'), (r.jitter >= 0, 'jitter', '>= 0'), (r.rough >= 0, 'rough', '>= 0'), (r.db_aug >= 0, 'db_aug', '>= 0'),
             (r.lr >= 0, 'lr', '>= 0 (0: lr_find)'), (min(r.epochs, r.budget, r.steps) >= 0 and n == 1, next((k for k in SCHEDULE if getattr(r, k)), 'epochs'), 'a positive number, and only one of epochs, budget and steps'),
             (r.keep in KEEP, 'keep', f"one of {', '.join(KEEP)}"), (0 <= r.split < 0.5, 'split', 'in [0, 0.5) (below the threshold; 0: no split rule)'), (0 < r.valid_pct < 1, 'valid_pct', 'between 0 and 1'),
             (r.precision in PRECISIONS, 'precision', f"one of {', '.join(PRECISIONS)}")]
@@ -179,7 +180,7 @@ def train(recipe:Recipe|str='default', # a `Recipe` or what `get_recipe` takes
     kwargs.setdefault('val_bs', 1 if chips.layout.nunique() > 1 else None)   # whole chips of different sizes
     dls = sar_dataloaders(chips, valid_events=valid_events, valid_split=valid_split, valid_pct=r.valid_pct, bs=r.bs, size=r.size, norm=r.norm,
                           land_stats=r.land_stats, keep_dry=r.keep_dry, balance=r.balance, wet=r.wet, max_rotate=r.max_rotate, jitter=r.jitter,
-                          rough=r.rough, splits=event_splits(chips) if r.prior else None, seed=seed, progress=bool(progress), cache=cache, **kwargs)
+                          rough=r.rough, db_aug=r.db_aug, splits=event_splits(chips) if r.prior else None, seed=seed, progress=bool(progress), cache=cache, **kwargs)
     work = tempfile.TemporaryDirectory(prefix='floodseg_train_') if path is None else contextlib.nullcontext(path)
     with work as wpath:
         learn = flood_learner(dls, arch=r.arch, pretrained=r.pretrained, cut=r.cut, last_cross=r.last_cross, loss=r.loss, precision=r.precision, path=wpath)
