@@ -180,7 +180,7 @@ def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_v
               tta:bool=False,        # average over the 8 flips and quarter turns of each tile
               bs:int=4,              # tiles per forward pass
               progress:bool|None=None, # progress bar over each scene's tiles (None: on a terminal)
-              **kwargs,              # more `map_chips` options: overwrite, units, layout, tile, overlap, quicklook, options, skip_existing, log
+              **kwargs,              # more `map_chips` options: overwrite, units, layout, tile, overlap, quicklook, options, skip_existing, log, executor (`floodseg.distributed.DaskExecutor`)
              ) -> pd.DataFrame:
     "Map floodwater in Sentinel-1 scenes in one call, what `floodseg_predict` does: `floodseg.map_flood('scene.tif')`. One row per scene: its output files, or its error."
     from floodseg.learner import on_terminal
@@ -188,7 +188,6 @@ def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_v
     from floodseg.scene import map_chips
     pred = Predictor.from_folder(model or SHIPPED, device=device, precision=precision, tta=tta, bs=bs)
     return map_chips(pred, *scenes, out=out, fmt=fmt, progress=on_terminal() if progress is None else progress, **kwargs)
-
 
 # %% ../nbs/13_cli.ipynb #predict--1
 @call_parse
@@ -238,8 +237,6 @@ def floodseg_predict(
                out=(Path(out).is_dir() or not Path(out).exists(), f"a folder, not the file {out}"), bands=(bands in BAND_ORDERS, f"one of {', '.join(BAND_ORDERS)}, not {bands!r}"),
                overwrite=(not (overwrite and skip_existing), "left off when --skip-existing is given (--skip-existing keeps the outputs that exist, --overwrite replaces them)"),
                reference_water=(reference_water is None or Path(reference_water).is_file(), f"an existing raster file; not found: {reference_water}"))
-    if dask and bands != 'auto': raise CliError("floodseg_predict: --bands is not passed to Dask workers yet; map swapped scenes without --dask")
-    if reference_water and dask: raise CliError("floodseg_predict: --reference-water does not work with --dask yet; map without --dask")
     from floodseg.scene import WRITERS, REFERENCE_MIN, parse_options   # the heavy imports, once the light checks passed
     fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog', 'stac'])) for f in x.split(',') if f]
     fmts += (['stac_overflow'] if stac_overflow else []) + (['flood'] if reference_water and 'flood' not in fmts else [])
@@ -252,10 +249,11 @@ def floodseg_predict(
         kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=options,
                   progress=show_progress(), units=units, skip_existing=skip_existing,
                   **(dict(reference=reference_water, reference_min=REFERENCE_MIN if reference_min is None else reference_min) if reference_water else {}))
+        kw.update(model=model, device=device, precision=precision, tta=tta, bs=bs, bands=bands)
         if dask:
-            from floodseg.distributed import dask_client, map_scenes_dask   # here only: it needs the 'distributed' extra
-            with dask_client(dask) as client: res = map_scenes_dask(client, model, *scenes, precision=precision, tta=tta, bs=bs, device=device, **kw)
-        else: res = map_flood(*scenes, model=model, device=device, precision=precision, tta=tta, bs=bs, bands=bands, **kw)
+            from floodseg.distributed import dask_client, DaskExecutor   # here only: it needs the 'distributed' extra
+            with dask_client(dask) as client: res = map_flood(*scenes, executor=DaskExecutor(client, progress=kw.pop('progress')), progress=False, **kw)
+        else: res = map_flood(*scenes, **kw)
     except (ValueError, FileExistsError) as e: raise CliError(f"floodseg_predict: {e}") from None
     except OSError as e: raise CliError(f"floodseg_predict: cannot write into {out} ({os_reason(e, out)}); outputs finished before are kept, the one being written was removed") from None
     bad = res[res.error.notna()]

@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/distributed.html.md"""
 
 # %% ../nbs/16_distributed.ipynb #dist-02
 from __future__ import annotations
-import importlib, json, os, threading
+import copy, importlib, json, os, threading
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +24,8 @@ from .scene import *
 from .command import load_plugins
 
 # %% auto #0
-__all__ = ['EXTRA', 'require', 'dask_client', 'worker_predictor', 'map_scenes_dask', 'DaskRows', 'map_scene_dask', 'is_rank0',
-           'distrib_training', 'rank0_output']
+__all__ = ['EXTRA', 'require', 'dask_client', 'worker_predictor', 'PredictorSpec', 'DaskExecutor', 'map_scenes_dask', 'DaskRows',
+           'map_scene_dask', 'is_rank0', 'distrib_training', 'rank0_output']
 
 # %% ../nbs/16_distributed.ipynb #dist-05
 EXTRA = 'pip install "floodseg[distributed]"'   # (or `pip install -e ".[distributed]"` in a checkout)
@@ -72,43 +72,52 @@ def worker_predictor(model=SHIPPED,     # model folder, or 'default' for the shi
         return _PREDICTORS[key]
 
 # %% ../nbs/16_distributed.ipynb #dist-17
-def _map_task(model, threads, popts, r, out, keys, kwargs):
-    return map_chip(worker_predictor(model, threads, **popts), r, out, keys, **kwargs)
+class PredictorSpec:
+    "What a worker needs to build a driver's `Predictor` (its model folder, options and decision), small and picklable; calling it in the worker gives that predictor, loaded once per worker (`worker_predictor`)."
+    def __init__(self, predictor:Predictor, # loaded from a folder (`Predictor.from_folder`) every worker can read
+                 threads:int|None=None,     # torch threads per worker (None: leave as is)
+                ):
+        if predictor.folder is None: raise ValueError("a predictor for Dask workers must come from a model folder (Predictor.from_folder): workers load the model from there")
+        self.model, self.threads, self.options = str(predictor.folder), threads, dict(predictor.options)
+        self.decision = dict(threshold=predictor.threshold, temperature=predictor.temperature)   # set on the object, perhaps, not in its config
+    def __call__(self) -> Predictor:
+        p = worker_predictor(self.model, self.threads, **self.options)
+        if all(getattr(p, k) == v for k, v in self.decision.items()): return p
+        p = copy.copy(p)   # the worker's cached predictor stays as loaded; this one shares its network
+        p.__dict__.update(self.decision)
+        return p
 
+# %% ../nbs/16_distributed.ipynb #dist-17a
+class DaskExecutor:
+    "A `map_chips` executor: one Dask task per scene, the predictor shipped as a `PredictorSpec` (the model loaded once per worker), results handed back as they finish."
+    def __init__(self, client,               # a `distributed.Client`
+                 threads:int|None=None,      # torch threads per worker (None: leave as is)
+                 progress:bool=False,        # a progress bar over the scenes, fed as their tasks complete
+                ): store_attr()
+    def ship(self, predictor:Predictor) -> PredictorSpec: return PredictorSpec(predictor, self.threads)
+    def map(self, task, jobs:list):
+        "Yield `(index, task(*job))` for each job as its task completes on the cluster; tasks not yet done are cancelled if the caller stops early."
+        dd = require('distributed', 'DaskExecutor')
+        futs = {self.client.submit(task, *job, pure=False): i for i, job in enumerate(jobs)}
+        try:
+            done = dd.as_completed(futs)
+            for f in (progress_bar(done, total=len(futs), leave=False) if self.progress else done): yield futs[f], f.result()
+        finally: self.client.cancel([f for f in futs if not f.done()])
+
+# %% ../nbs/16_distributed.ipynb #dist-17b
 def map_scenes_dask(client,               # a `distributed.Client`
                     model=SHIPPED,        # model folder, or 'default' (a path every worker can read)
                     *paths,               # scene files and/or folders of them (paths every worker can read)
-                    out='floodseg_maps',  # output folder (on a file system every worker writes to)
-                    fmt:str|list='cog',   # output format(s), names in `WRITERS`
-                    quicklook:bool=True,  # PNG quicklooks (with 'cog')
-                    options:dict|None=None, # options of each format's writer
-                    overwrite:bool=False, # replace existing outputs
-                    layout:str|None=None, # force this layout's statistics
-                    tile:int=512,         # tile size
-                    overlap:int=128,      # tile overlap
-                    progress:bool=True,   # progress bar over scenes, fed by the futures as they complete
-                    log=print,            # called with one line per scene as it completes (None: quiet)
                     threads:int|None=None, # torch threads per worker (None: leave as is)
-                    units:str='auto',     # scale of the scenes' values (`SARScene`)
-                    skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch)
-                    **popts,              # `Predictor` options: precision, tta, bs, device
+                    progress:bool=True,   # progress bar over scenes, fed by the futures as they complete
+                    precision:str='auto', tta:bool=False, bs:int=4, device:str|None=None, # `Predictor` options
+                    **kwargs,             # `map_chips` options (out on a file system every worker writes to, fmt, overwrite, units, bands, log, ...)
                    ) -> pd.DataFrame:
-    "`map_chips` on a Dask cluster: the same checks, one task per scene, the model loaded once per worker; the same table, in the same order."
-    dd = require('distributed', 'map_scenes_dask')
-    load_model(model, device='cpu')   # a bad model folder fails here, once, rather than in every task
-    scenes, targets = plan_chips(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
-    kw = dict(units=units, layout=layout, tile=tile, overlap=overlap, fmt=fmt, quicklook=quicklook, overwrite=overwrite or skip_existing, progress=False, options=options)
-    rows = scenes.to_dict('records')
-    futs = {client.submit(_map_task, str(model), threads, popts, r, str(out), {k: str(v) for k, v in targets[r['name']].items()}, kw, pure=False): i for i, r in enumerate(rows)}
-    res = [None] * len(rows)
-    try:
-        done = dd.as_completed(futs)
-        for f in (progress_bar(done, total=len(futs), leave=False) if progress else done):
-            res[futs[f]] = f.result()
-            if log: log(chip_line(res[futs[f]]))
-    finally: client.cancel([f for f in futs if not f.done()])
-    if Path(out).is_dir() and not any(Path(out).iterdir()) and all(r['error'] for r in res): Path(out).rmdir()   # as `map_chips`: no empty folder
-    return pd.DataFrame(res)
+    "`map_chips(Predictor.from_folder(model), *paths, executor=DaskExecutor(client))`: the same checks, one task per scene, the same table in the same order."
+    require('distributed', 'map_scenes_dask')
+    pred = Predictor.from_folder(model, device='cpu' if device is None else device, precision=precision, tta=tta, bs=bs)   # a bad model folder fails here, once, rather than in every task
+    pred.options['device'] = device   # the workers choose their own device unless one is named
+    return map_chips(pred, *paths, executor=DaskExecutor(client, threads, progress), **{'progress': False, **kwargs})
 
 # %% ../nbs/16_distributed.ipynb #dist-24
 def _band_task(model, threads, popts, paths, units, shape, tile, overlap, ks, norm):

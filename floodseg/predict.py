@@ -89,6 +89,7 @@ class Predictor:
                  device:str|None=None,    # torch device (default: the model's)
                 ):
         self.cfg, self.tta, self.bs = ModelConfig(cfg), tta, bs
+        self.options = dict(precision=precision, tta=tta, bs=bs, device=device)   # as asked: what another process needs to build the same predictor
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device.type)
         self.channels_last = self.precision == 'bf16' and self.device.type == 'cpu'
@@ -107,7 +108,7 @@ class Predictor:
         "A `Predictor` for the model saved in `path`."
         model, cfg = load_model(path, device=device)
         p = cls(model, cfg, **kwargs)
-        p.folder = model_path(path)   # where it came from: its files' hashes go into each map's STAC Item (`floodseg.stac`)
+        p.folder, p.options['device'] = model_path(path), device   # where it came from: its files' hashes go into each map's STAC Item (`floodseg.stac`)
         return p
 
     def __repr__(self): return f"Predictor({self.cfg['arch']}, cut {self.cfg.get('cut')}, norm {self.cfg.get('norm')!r}, {self.precision}, threshold {self.threshold:.2f}{split_words(self.split)}{', prior' if self.prior else ''}{', TTA' if self.tta else ''})"

@@ -24,8 +24,8 @@ from .tiles import open_raster, step_timer
 from .writers import *
 
 # %% auto #0
-__all__ = ['GDAL_CACHE_MB', 'map_scene', 'show_scene', 'find_scenes', 'plan_chips', 'map_chip', 'chip_line', 'map_chips',
-           'etci_water_bodies']
+__all__ = ['GDAL_CACHE_MB', 'map_scene', 'show_scene', 'find_scenes', 'plan_chips', 'map_chip', 'chip_line', 'Sequential',
+           'map_chips', 'etci_water_bodies']
 
 # %% ../nbs/11c_scene.ipynb #scene-reexport
 from . import tiles, writers
@@ -242,6 +242,18 @@ def chip_line(row:dict) -> str:
 
 _ROW_KEYS = ('name', 'path', 'vh', 'error', 'skipped', 'seconds', 'valid_pixels', 'water_share', 'flags')
 
+# %% ../nbs/11c_scene.ipynb #executor-1
+class Sequential:
+    "`map_chips`' default executor: each scene mapped in this process, one after the other, by the predictor as it is."
+    def ship(self, predictor:Predictor): return predictor   # what a task gets: here the predictor itself
+    def map(self, task, jobs:list):
+        "Yield `(index, task(*job))` for each job, in order."
+        for i, job in enumerate(jobs): yield i, task(*job)
+
+def _scene_task(predictor, r, out, keys, kwargs):
+    "One scene of a batch in whichever process runs it: `predictor` is a `Predictor`, or a picklable spec called to get one there (`floodseg.distributed.PredictorSpec`)."
+    return map_chip(predictor if isinstance(predictor, Predictor) else predictor(), r, out, keys, **kwargs)
+
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-2
 @delegates(map_scene, but=['predictor', 'scene', 'out', 'name', 'units', 'bands', 'timings', 'executor', 'on_step'])
 def map_chips(predictor:Predictor, # the model
@@ -254,16 +266,19 @@ def map_chips(predictor:Predictor, # the model
               units:str='auto',        # scale of the scenes' values ('auto', 'db', 'linear', 'amplitude', 'db*N'; `SARScene`)
               bands:str='auto',        # what the scenes' bands hold (`SARScene`, `BAND_ORDERS`)
               skip_existing:bool=False, # skip scenes whose outputs all exist (resume a stopped batch); scenes with only some are mapped again
+              executor=None,           # where the scenes are mapped: `Sequential()` (default: here, in order) or `floodseg.distributed.DaskExecutor(client)` (one task per scene)
               **kwargs,                # the other options of `map_scene`, for every scene (`tile`, `layout`, `options`, `reference`, `threshold`, ...)
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
     scenes, targets = plan_chips(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
-    made, res = not Path(out).exists(), []   # `out` is created by the first scene mapped (`map_scene`); removed again if no scene was written
+    made, ex = not Path(out).exists(), executor or Sequential()   # `out` is created by the first scene mapped (`map_scene`); removed again if no scene was written
+    kw = dict(units=units, bands=bands, fmt=fmt, quicklook=quicklook, overwrite=overwrite or skip_existing, **kwargs)
+    rows = scenes.to_dict('records')
+    res, shipped = [None] * len(rows), ex.ship(predictor)
     try:
-        for r in scenes.to_dict('records'):
-            res.append(map_chip(predictor, r, out, targets[r['name']], units=units, bands=bands, fmt=fmt, quicklook=quicklook,
-                                overwrite=overwrite or skip_existing, **kwargs))
-            if log: log(chip_line(res[-1]))
+        for i, row in ex.map(_scene_task, [(shipped, r, out, targets[r['name']], kw) for r in rows]):   # as they finish, reported in order below
+            res[i] = row
+            if log: log(chip_line(row))
     finally:   # also when a write fails or the run is interrupted: no empty folder left behind
         if made and Path(out).is_dir() and not any(Path(out).iterdir()): Path(out).rmdir()
     return pd.DataFrame(res)
