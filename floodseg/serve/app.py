@@ -143,12 +143,13 @@ def create_app(model:str=SHIPPED,        # model folder, or 'default' for the mo
     @app.get('/v1/maps/{jid}/{name}')
     def job_file(jid:str, name:str):
         st = _job(jid)
-        if name not in JOB_FILES: raise HTTPException(404, f"unknown file {name!r}; a job's files are {', '.join(JOB_FILES)}")
+        files = job_files()
+        if name not in files: raise HTTPException(404, f"unknown file {name!r}; a job's files are {', '.join(files)}")
         if st['state'] == 'failed': raise HTTPException(409, f"job {jid} failed ({st.get('error')}); it has no files")
         if st['state'] != 'done': raise HTTPException(409, f"job {jid} is {st['state']}; its files are served once it is done")
         if name not in st['result']['files']: raise HTTPException(404, f"{name}: this job did not make it (formats: {','.join(st['options']['formats'])})")
-        path = scene_outputs(store.folder(jid)/'out', 'map', job_formats(st))[JOB_FILES[name]]
-        return FileResponse(path, media_type=output_asset(JOB_FILES[name], path).media_type, filename=f"{st['input']['name']}_{name}")   # the type its writer gives it
+        path = scene_outputs(store.folder(jid)/'out', 'map', job_formats(st))[files[name]]
+        return FileResponse(path, media_type=output_asset(files[name], path).media_type, filename=f"{st['input']['name']}_{name}")   # the type its writer gives it
     return app
 
 # %% ../../nbs/14c_serve.ipynb #serve-29

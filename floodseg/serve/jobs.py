@@ -13,8 +13,8 @@ from ..io import *
 from ..scene import *
 
 # %% auto #0
-__all__ = ['log', 'INTERRUPTED', 'UNREADABLE', 'STATES', 'JOB_FILES', 'JOB_ALWAYS', 'write_json_atomic', 'JobStore', 'requeue',
-           'public_message', 'JobInterrupted', 'job_formats', 'MapService']
+__all__ = ['log', 'INTERRUPTED', 'UNREADABLE', 'STATES', 'JOB_ALWAYS', 'write_json_atomic', 'JobStore', 'requeue',
+           'public_message', 'JobInterrupted', 'job_files', 'job_formats', 'MapService']
 
 # %% ../../nbs/14a_serve_jobs.ipynb #serve-07
 def write_json_atomic(path, # the JSON file to (re)write
@@ -114,9 +114,11 @@ class JobInterrupted(Exception):
     "The server stopped while the job was running."
 
 # %% ../../nbs/14a_serve_jobs.ipynb #serve-14
-JOB_FILES = {'water_prob.tif': 'prob', 'water_mask.tif': 'mask', 'quicklook.png': 'quicklook', 'outline.geojson': 'outline', 'item.json': 'item',
-             'flood_mask.tif': 'flood'}   # name in the API -> `map_scene` output
 JOB_ALWAYS = ['stac']   # formats every job writes whatever it asked for: its STAC Item (`floodseg.stac`)
+
+def job_files() -> dict:
+    "Name in the API -> `map_scene` output key, for the files of every format in `WRITERS` (installed plugins' included): the file's name without the scene's (`water_prob.tif`), or the key and suffix where the name is the scene's alone (`submission.tif`)."
+    return {(pat[len('{name}_'):] if pat.startswith('{name}_') else key + Path(pat).suffix): key for w in WRITERS.values() for key, pat in w.files.items()}
 
 def job_formats(st:dict) -> list:
     "The formats job `st` writes: those asked for, its STAC Item, and the flood mask when a reference water raster came with the scene."
@@ -206,7 +208,7 @@ class MapService:
                                 **(dict(reference=d/'input'/ref['stored']) if ref else {}))
             result = dict(water_share=res['water_pixels'] / max(res['valid_pixels'], 1), valid_pixels=res['valid_pixels'],
                           water_pixels=res['water_pixels'], layout=res['layout'], norm=res['norm']['source'],
-                          files=[n for n, k in JOB_FILES.items() if k in res], flags=res['flags'], flags_raised=[k for k, v in res['flags'].items() if v['raised']])
+                          files=[n for n, k in job_files().items() if k in res], flags=res['flags'], flags_raised=[k for k, v in res['flags'].items() if v['raised']])
             if not res['valid_pixels']: result['note'] = 'every input pixel is nodata, so the maps are all nodata'
             if ref: result.update(flood_share=res['reference']['flood_pixels'] / max(res['valid_pixels'], 1))
             if 'outline' in res:

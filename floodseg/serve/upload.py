@@ -17,16 +17,20 @@ from ..io import *
 from ..scene import *
 from ..vector import MIN_AREA
 from ..radiometry import BAND_ORDERS
-from .jobs import public_message
+from .jobs import public_message, JOB_ALWAYS
 
 # %% auto #0
-__all__ = ['UPLOAD_FIELDS', 'OPTION_FIELDS', 'SERVE_FORMATS', 'UploadTooLarge', 'UploadTimeout', 'TooManyPixels', 'client_name',
-           'receive_upload', 'job_options', 'check_upload']
+__all__ = ['UPLOAD_FIELDS', 'OPTION_FIELDS', 'SERVE_DEFAULT', 'serve_formats', 'UploadTooLarge', 'UploadTimeout', 'TooManyPixels',
+           'client_name', 'receive_upload', 'job_options', 'check_upload']
 
 # %% ../../nbs/14b_serve_upload.ipynb #serve-17
 UPLOAD_FIELDS = ('scene', 'vv', 'vh', 'reference')   # the file fields: one 2-band scene, or a VV and a VH file; and an optional reference water raster
 OPTION_FIELDS = ('tile', 'overlap', 'threshold', 'formats', 'min_area', 'bands')
-SERVE_FORMATS = ('cog', 'geojson')
+SERVE_DEFAULT = ('cog', 'geojson')   # what a job writes when it names no format
+
+def serve_formats() -> list:
+    "The formats a job may ask for: every format in `WRITERS` (installed plugins' included) but those a job writes on its own, its STAC Item (`JOB_ALWAYS`) and the flood mask (with a reference water raster)."
+    return [f for f in WRITERS if f not in JOB_ALWAYS + ['flood']]
 
 class UploadTooLarge(Exception): "The request body is larger than the server accepts."
 class UploadTimeout(Exception): "The request body did not arrive within the server's time limit."
@@ -120,9 +124,9 @@ def job_options(texts:dict, # text fields of the upload
     if tile > 2048: raise ValueError(f'tile must be at most 2048, not {tile}')
     threshold = num('threshold', float, float(cfg['threshold']))
     if not 0 < threshold < 1: raise ValueError(f'threshold must be between 0 and 1, not {threshold}')
-    formats = list(dict.fromkeys(f.strip() for f in texts.get('formats', ','.join(SERVE_FORMATS)).split(',') if f.strip()))
-    bad = [f for f in formats if f not in SERVE_FORMATS]
-    if bad or not formats: raise ValueError(f"formats must be {' and/or '.join(SERVE_FORMATS)}, not {','.join(bad) or 'nothing'!r}")
+    formats, known = list(dict.fromkeys(f.strip() for f in texts.get('formats', ','.join(SERVE_DEFAULT)).split(',') if f.strip())), serve_formats()
+    bad = [f for f in formats if f not in known]
+    if bad or not formats: raise ValueError(f"formats must be one or more of {', '.join(known)}, not {','.join(bad) or 'nothing'!r}")
     min_area = num('min_area', float, MIN_AREA)
     if min_area < 0: raise ValueError(f'min_area must be at least 0 m², not {min_area}')
     bands = texts.get('bands', 'auto').strip().lower().replace(' ', '') or 'auto'
