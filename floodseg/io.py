@@ -423,3 +423,6 @@ def survey_chips(chips:pd.DataFrame, # a chip table
 # %% ../nbs/00_io.ipynb #modelfiles-01
 WEIGHTS_FILE, CONFIG_FILE = 'model.safetensors', 'config.json'   # the two files of a model folder
 SHIPPED = 'default'   # the name that stands for the model shipped inside the package
+
+# %% ../nbs/00_io.ipynb #guard-1
+from . import radiometry as _radiometry   # last: it registers the units guard in `READ_CHECKS` (it imports this module, whose names are all defined by now)
