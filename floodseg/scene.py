@@ -95,7 +95,7 @@ def map_scene(predictor:Predictor, # the model
         small = scene.overview()   # one reduced read of the whole scene: its statistics and, under a split rule, its split
         stats = image_stats(small)
         split = scene_split(small, predictor.split['band']) if predictor.split else None
-        norm = predictor.norm(scene.kind, stats, layout, scene.paths[0])
+        norm = predictor.norm(scene.layout, stats, layout, scene.paths[0])
         if predictor.prior: norm['split'] = scene_split(small)   # the prior channel's split: once per scene, from the same reduced read
         timings = {} if timings is None else timings
         tmp = Path(out)/f'.{name}.floodseg-tmp'
@@ -110,7 +110,7 @@ def map_scene(predictor:Predictor, # the model
                     with step_timer(timings, 'reference'): ref = write_reference(reference, scene, raw['mask'], tmp/'reference.tif', reference_min)
                     raw['reference'] = tmp/'reference.tif'
                 counts = dict(pixels=int(np.prod(scene.shape)), valid_pixels=n_valid, water_pixels=n_water, unsure_pixels=n_unsure)
-                flags = advisory_flags(predictor.cfg, scene.kind, stats, norm, scene.units, scene.units_asked, counts)
+                flags = advisory_flags(predictor.cfg, scene.layout, stats, norm, scene.units, scene.units_asked, counts)
                 rule = dict(predictor.split, value=split) if predictor.split else None   # the rule and this scene's split
                 ctx = dict(name=name, predictor=predictor, norm=norm, stats=stats, counts=counts, flags=flags, reference=ref, split=rule,
                            targets=targets, options=options or {}, started=started, tile=tile, overlap=overlap)
@@ -166,7 +166,7 @@ def _sibling(f, pol):
 
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-1
 def find_scenes(*paths) -> pd.DataFrame:
-    "Scenes in files and folders of GeoTIFFs: `name`, `path`, `vh` (pairs `<name>_vv.tif` + `<name>_vh.tif`), `kind`, `problem`."
+    "Scenes in files and folders of GeoTIFFs: `name`, `path`, `vh` (pairs `<name>_vv.tif` + `<name>_vh.tif`), `kind` ('stack' or 'pair'), `problem`."
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -186,7 +186,7 @@ def find_scenes(*paths) -> pd.DataFrame:
         seen.add(other)
         rows.append([m['name'], *((f, other) if pol == 'vv' else (other, f)), None])
     df = pd.DataFrame(rows, columns=['name', 'path', 'vh', 'problem'])
-    df.insert(3, 'kind', np.where(df.vh.isna(), 'sen1floods11', 'stac_overflow'))
+    df.insert(3, 'kind', np.where(df.vh.isna(), 'stack', 'pair'))   # one 2-band file, or a VV/VH pair (`SARScene.kind`)
     dup = df.name.duplicated(keep='first') & df.problem.isna()
     df.loc[dup, 'problem'] = [f"{p}: another scene has the name {n!r}; their outputs would overwrite each other" for p, n in zip(df.path[dup], df.name[dup])]
     return df

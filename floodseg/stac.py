@@ -127,7 +127,7 @@ def scene_item(scene,          # the `SARScene`
     ref, norm = c.get('reference'), c['norm']
     props = {'created': made.isoformat(timespec='seconds'), 'floodseg:version': floodseg.__version__, 'floodseg:datetime_source': source or 'time of mapping (the input has no date)',
              'floodseg:model': model or model_provenance(c['predictor']),
-             'floodseg:input': dict(files=[p.name for p in scene.paths], layout=scene.kind, shape=list(scene.shape), crs=scene.crs.to_string() if scene.crs else None),
+             'floodseg:input': dict(files=[p.name for p in scene.paths], kind=scene.kind, layout=scene.layout, shape=list(scene.shape), crs=scene.crs.to_string() if scene.crs else None),
              'floodseg:units': dict(used=scene.units, asked=scene.units_asked, converted=scene.units not in (None, 'db')),
              'floodseg:norm': {k: v for k, v in norm.items() if k in ('mean', 'std', 'source', 'layout', 'pixels', 'water')},
              'floodseg:threshold': float(c['predictor'].threshold), 'floodseg:temperature': float(c['predictor'].temperature),

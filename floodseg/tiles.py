@@ -218,7 +218,8 @@ class SARScene:
                 bands:str='auto',      # what the bands hold (`BAND_ORDERS`): 'auto' (VV then VH, checked by `plausible_scene`), 'vv,vh' (not checked) or 'vh,vv'
                 ):
         self.paths = [Path(path)] + ([Path(vh)] if vh is not None else [])
-        self.kind = 'sen1floods11' if vh is None else 'stac_overflow'
+        self.kind = 'stack' if vh is None else 'pair'   # what its files are: one 2-band file, or a VV and a VH file
+        self.layout = 'sen1floods11' if vh is None else 'stac_overflow'   # the dB layout whose conventions read it (nodata) and whose training statistics standardise it
         self.name = name or (re.sub(r'_vv$', '', Path(path).stem, flags=re.I) if vh is not None else Path(path).stem)
         self.ds, self.units_asked = [], units
         try:
@@ -240,7 +241,7 @@ class SARScene:
             f = max(1., max(h, w) / 1024)
             sample = self.read(0, h, 0, w, out_shape=(max(1, round(h / f)), max(1, round(w / f))))
             plausible_scene(sample, str(self.paths[0]), check_order=bands == 'auto')
-            self.units = resolve_units(sample, units, self.kind, str(self.paths[0]))
+            self.units = resolve_units(sample, units, self.layout, str(self.paths[0]))
         except Exception:
             self.close(); raise
 
@@ -252,7 +253,7 @@ class SARScene:
              out_shape:tuple|None=None, # (h, w) to read decimated (nearest neighbour, from overviews when the file has them)
             ) -> np.ndarray:
         "VV, VH float32 (2, h, w) of a window in dB, NaN wherever either band has no data."
-        lay, win, bands = LAYOUTS[self.kind], Window(c0, r0, c1 - c0, r1 - r0), []
+        lay, win, bands = LAYOUTS[self.layout], Window(c0, r0, c1 - c0, r1 - r0), []
         for d, b in self.bands:
             try: x = d.read(b, window=win, out_shape=out_shape, resampling=Resampling.nearest).astype(np.float32)
             except RasterioIOError as e: raise FloodsegInputError(f"{d.name}: not a readable raster ({str(e).replace(d.name, '').strip(' :')})") from None
@@ -279,4 +280,4 @@ class SARScene:
         for d in self.ds: d.close()
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
-    def __repr__(self): return f"SARScene({self.name!r}, {self.kind}, {self.shape[0]}x{self.shape[1]}, {self.crs})"
+    def __repr__(self): return f"SARScene({self.name!r}, {self.kind}, {self.layout}, {self.shape[0]}x{self.shape[1]}, {self.crs})"

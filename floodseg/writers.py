@@ -290,11 +290,11 @@ WRITERS['flood'] = MapWriter(dict(flood='{name}_flood_mask.tif'), _write_flood,
 LOW_CONFIDENCE = (0.2, 0.8)   # a water probability strictly between these is a low-confidence pixel (`advisory_flags`)
 FLAG_LIMITS = dict(radiometry_z=2.5, radiometry_std=2.5, nodata=0.25, low_confidence=0.1)   # see the list above; radiometry: just beyond the shipped model's training chips (z up to 2.36, sd ratio up to 2.33, `bench/FLAGS.md`)
 
-def _stored(a): return SARStats(a['cfg']['stats']).of(a['kind']) or {}
+def _stored(a): return SARStats(a['cfg']['stats']).of(a['layout']) or {}
 
 def _flag_wetter(a):
     land, s = (a['stats'] or {}).get('land'), _stored(a)
-    lim, whose = s.get('water'), a['kind']
+    lim, whose = s.get('water'), a['layout']
     if lim is None:
         ws = {k: v['water'] for k, v in a['cfg']['stats'].items() if v.get('water') is not None}
         if ws: whose = max(ws, key=ws.get); lim = ws[whose]
@@ -331,7 +331,7 @@ FLAGS = {'wetter': _flag_wetter, 'radiometry': _flag_radiometry, 'units': _flag_
          'low_confidence': _share_flag('low_confidence', 'unsure_pixels', 'valid_pixels', f'valid pixels have a water probability in ({LOW_CONFIDENCE[0]}, {LOW_CONFIDENCE[1]})')}
 
 def advisory_flags(cfg:dict,    # the model's config (`stats`)
-                   kind:str,    # the scene's layout
+                   layout:str,  # the scene's layout (`SARScene.layout`)
                    stats:dict,  # the scene's own `image_stats` (with `land`)
                    norm:dict,   # the statistics that standardised it (`Predictor.norm`)
                    units,       # the units its values were read in (`SARScene.units`; None for 8-bit layouts)
@@ -339,7 +339,7 @@ def advisory_flags(cfg:dict,    # the model's config (`stats`)
                    counts:dict, # `pixels`, `valid_pixels`, `water_pixels`, `unsure_pixels`
                   ) -> dict:
     "Each of `FLAGS` on one scene: `{name: dict(raised, value, limit, note)}`."
-    a = dict(cfg=cfg, kind=kind, stats=stats, norm=norm, units=units, asked=asked, counts=dict(counts, nodata_pixels=counts['pixels'] - counts['valid_pixels']))
+    a = dict(cfg=cfg, layout=layout, stats=stats, norm=norm, units=units, asked=asked, counts=dict(counts, nodata_pixels=counts['pixels'] - counts['valid_pixels']))
     return {k: f(a) for k, f in FLAGS.items()}
 
 def flags_line(flags:dict, # `advisory_flags`

@@ -140,7 +140,7 @@ def check_upload(files:dict, # the upload's files, by field (`receive_upload`)
                  max_pixels:int|None=None, # the most pixels (height x width) this server maps; `TooManyPixels` above (None: no limit)
                  bands:str='auto', # what the bands hold (`SARScene`, `BAND_ORDERS`)
                 ) -> dict:
-    "Open the upload as `SARScene` does; its `name`, `kind`, `units`, `shape`, `crs`, `files` and `reference` (an optional reference water raster, checked with `check_reference`), or `FloodsegInputError` naming the client's files."
+    "Open the upload as `SARScene` does; its `name`, `kind` (files: 'stack' or 'pair'), `layout`, `units`, `shape`, `crs`, `files` and `reference` (an optional reference water raster, checked with `check_reference`), or `FloodsegInputError` naming the client's files."
     files = dict(files); ref = files.pop('reference', None)
     fields = ['scene'] if 'scene' in files else ['vv', 'vh']
     if set(files) != set(fields):
@@ -156,7 +156,7 @@ def check_upload(files:dict, # the upload's files, by field (`receive_upload`)
         with SARScene(*[folder/'input'/f['stored'] for f in fs], bands=bands) as sc:
             if 'geojson' in formats and sc.crs is None:
                 raise FloodsegInputError(f"{sc.paths[0]}: has no CRS; GeoJSON outlines need a georeferenced scene (or ask for formats=cog)")
-            info = dict(kind=sc.kind, units=LAYOUTS[sc.kind].units, shape=list(sc.shape), crs=sc.crs.to_string() if sc.crs else None)
+            info = dict(kind=sc.kind, layout=sc.layout, units=LAYOUTS[sc.layout].units, shape=list(sc.shape), crs=sc.crs.to_string() if sc.crs else None)
             if ref: check_reference(folder/'input'/ref['stored'], sc)
     except FloodsegInputError as e: raise FloodsegInputError(public_message(str(e), fs + ([ref] if ref else []), folder)) from None
     stem = Path(fs[0]['name']).stem
