@@ -180,14 +180,14 @@ def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_v
               tta:bool=False,        # average over the 8 flips and quarter turns of each tile
               bs:int=4,              # tiles per forward pass
               progress:bool|None=None, # progress bar over each scene's tiles (None: on a terminal)
-              **kwargs,              # more `map_chips` options: overwrite, units, layout, tile, overlap, quicklook, options, skip_existing, log, executor (`floodseg.distributed.DaskExecutor`)
+              **kwargs,              # more `map_scenes` options: overwrite, units, layout, tile, overlap, quicklook, options, skip_existing, log, executor (`floodseg.distributed.DaskExecutor`)
              ) -> pd.DataFrame:
     "Map floodwater in Sentinel-1 scenes in one call, what `floodseg_predict` does: `floodseg.map_flood('scene.tif')`. One row per scene: its output files, or its error."
     from floodseg.learner import on_terminal
     from floodseg.predict import Predictor
-    from floodseg.scene import map_chips
+    from floodseg.scene import map_scenes
     pred = Predictor.from_folder(model or SHIPPED, device=device, precision=precision, tta=tta, bs=bs)
-    return map_chips(pred, *scenes, out=out, fmt=fmt, progress=on_terminal() if progress is None else progress, **kwargs)
+    return map_scenes(pred, *scenes, out=out, fmt=fmt, progress=on_terminal() if progress is None else progress, **kwargs)
 
 # %% ../nbs/13_cli.ipynb #predict--1
 @call_parse

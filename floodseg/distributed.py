@@ -1,4 +1,4 @@
-"""Dask distributed maps many scenes (one task per scene) and huge scenes (bands of tile rows); `accelerate launch` trains in several processes through fastai's `distrib_ctx`. Both reuse floodseg's one-machine code: `Predictor`, `TilePlan`/`tile_row`/`prob_rows`, `map_scene`'s writers, `map_chip`, `fit_flood`.
+"""Dask distributed maps many scenes (one task per scene) and huge scenes (bands of tile rows); `accelerate launch` trains in several processes through fastai's `distrib_ctx`. Both reuse floodseg's one-machine code: `Predictor`, `TilePlan`/`tile_row`/`prob_rows`, `map_scene`'s writers, `map_scene_row`, `fit_flood`.
 
 Docs: https://floodseg.github.io/floodseg/distributed.html.md"""
 
@@ -89,7 +89,7 @@ class PredictorSpec:
 
 # %% ../nbs/16_distributed.ipynb #dist-17a
 class DaskExecutor:
-    "A `map_chips` executor: one Dask task per scene, the predictor shipped as a `PredictorSpec` (the model loaded once per worker), results handed back as they finish."
+    "A `map_scenes` executor: one Dask task per scene, the predictor shipped as a `PredictorSpec` (the model loaded once per worker), results handed back as they finish."
     def __init__(self, client,               # a `distributed.Client`
                  threads:int|None=None,      # torch threads per worker (None: leave as is)
                  progress:bool=False,        # a progress bar over the scenes, fed as their tasks complete
@@ -111,13 +111,13 @@ def map_scenes_dask(client,               # a `distributed.Client`
                     threads:int|None=None, # torch threads per worker (None: leave as is)
                     progress:bool=True,   # progress bar over scenes, fed by the futures as they complete
                     precision:str='auto', tta:bool=False, bs:int=4, device:str|None=None, # `Predictor` options
-                    **kwargs,             # `map_chips` options (out on a file system every worker writes to, fmt, overwrite, units, bands, log, ...)
+                    **kwargs,             # `map_scenes` options (out on a file system every worker writes to, fmt, overwrite, units, bands, log, ...)
                    ) -> pd.DataFrame:
-    "`map_chips(Predictor.from_folder(model), *paths, executor=DaskExecutor(client))`: the same checks, one task per scene, the same table in the same order."
+    "`map_scenes(Predictor.from_folder(model), *paths, executor=DaskExecutor(client))`: the same checks, one task per scene, the same table in the same order."
     require('distributed', 'map_scenes_dask')
     pred = Predictor.from_folder(model, device='cpu' if device is None else device, precision=precision, tta=tta, bs=bs)   # a bad model folder fails here, once, rather than in every task
     pred.options['device'] = device   # the workers choose their own device unless one is named
-    return map_chips(pred, *paths, executor=DaskExecutor(client, threads, progress), **{'progress': False, **kwargs})
+    return map_scenes(pred, *paths, executor=DaskExecutor(client, threads, progress), **{'progress': False, **kwargs})
 
 # %% ../nbs/16_distributed.ipynb #dist-24
 def _band_task(model, threads, popts, paths, units, shape, tile, overlap, ks, norm):

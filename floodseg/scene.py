@@ -24,8 +24,8 @@ from .tiles import open_raster, step_timer
 from .writers import *
 
 # %% auto #0
-__all__ = ['GDAL_CACHE_MB', 'map_scene', 'show_scene', 'find_scenes', 'plan_chips', 'map_chip', 'chip_line', 'Sequential',
-           'map_chips', 'etci_water_bodies']
+__all__ = ['GDAL_CACHE_MB', 'map_chips', 'plan_chips', 'map_chip', 'chip_line', 'map_scene', 'show_scene', 'find_scenes',
+           'plan_scenes', 'map_scene_row', 'scene_line', 'Sequential', 'map_scenes', 'etci_water_bodies']
 
 # %% ../nbs/11c_scene.ipynb #scene-reexport
 from . import tiles, writers
@@ -192,7 +192,7 @@ def find_scenes(*paths) -> pd.DataFrame:
     return df
 
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-plan
-def plan_chips(*paths,             # scene files and/or folders of them
+def plan_scenes(*paths,             # scene files and/or folders of them
                out='floodseg_maps', # output folder
                fmt:str|list='cog',  # output format(s), names in `WRITERS`
                quicklook:bool=True, # PNG quicklooks (with 'cog')
@@ -213,10 +213,10 @@ def plan_chips(*paths,             # scene files and/or folders of them
     return scenes, targets
 
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-one
-def map_chip(predictor:Predictor, # the model
-             r:dict,                  # one row of `plan_chips`' scenes (a dict)
+def map_scene_row(predictor:Predictor, # the model
+             r:dict,                  # one row of `plan_scenes`' scenes (a dict)
              out,                     # output folder
-             keys:dict,               # the scene's output files (`plan_chips`' targets)
+             keys:dict,               # the scene's output files (`plan_scenes`' targets)
              units:str='auto',        # scale of the scene's values (`SARScene`)
              bands:str='auto',        # what its bands hold (`SARScene`, `BAND_ORDERS`)
              **kwargs,                # `map_scene` options (`fmt`, `tile`, `overlap`, `layout`, ...)
@@ -232,8 +232,8 @@ def map_chip(predictor:Predictor, # the model
     return dict(name=r['name'], path=r['path'], vh=r['vh'], error=err, skipped=False, seconds=time.time() - t0, valid_pixels=done.get('valid_pixels'),
                 water_share=share if done else None, flags=done.get('flags'), **{k: done.get(k) for k in keys})
 
-def chip_line(row:dict) -> str:
-    "The log line of one scene of a batch (`map_chip`'s result)."
+def scene_line(row:dict) -> str:
+    "The log line of one scene of a batch (`map_scene_row`'s result)."
     if row.get('skipped'): return f"{row['name']}: skipped, its outputs exist"
     outs = [Path(v).name for k, v in row.items() if k not in _ROW_KEYS and v is not None]
     line = f"{row['name']}: " + (f"FAILED: {row['error']}" if row['error'] else
@@ -244,7 +244,7 @@ _ROW_KEYS = ('name', 'path', 'vh', 'error', 'skipped', 'seconds', 'valid_pixels'
 
 # %% ../nbs/11c_scene.ipynb #executor-1
 class Sequential:
-    "`map_chips`' default executor: each scene mapped in this process, one after the other, by the predictor as it is."
+    "`map_scenes`' default executor: each scene mapped in this process, one after the other, by the predictor as it is."
     def ship(self, predictor:Predictor): return predictor   # what a task gets: here the predictor itself
     def map(self, task, jobs:list):
         "Yield `(index, task(*job))` for each job, in order."
@@ -252,11 +252,11 @@ class Sequential:
 
 def _scene_task(predictor, r, out, keys, kwargs):
     "One scene of a batch in whichever process runs it: `predictor` is a `Predictor`, or a picklable spec called to get one there (`floodseg.distributed.PredictorSpec`)."
-    return map_chip(predictor if isinstance(predictor, Predictor) else predictor(), r, out, keys, **kwargs)
+    return map_scene_row(predictor if isinstance(predictor, Predictor) else predictor(), r, out, keys, **kwargs)
 
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-2
 @delegates(map_scene, but=['predictor', 'scene', 'out', 'name', 'units', 'bands', 'timings', 'executor', 'on_step'])
-def map_chips(predictor:Predictor, # the model
+def map_scenes(predictor:Predictor, # the model
               *paths,                  # scene files and/or folders of them
               out='floodseg_maps',     # output folder (created if needed)
               fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
@@ -270,7 +270,7 @@ def map_chips(predictor:Predictor, # the model
               **kwargs,                # the other options of `map_scene`, for every scene (`tile`, `layout`, `options`, `reference`, `threshold`, ...)
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
-    scenes, targets = plan_chips(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
+    scenes, targets = plan_scenes(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
     made, ex = not Path(out).exists(), executor or Sequential()   # `out` is created by the first scene mapped (`map_scene`); removed again if no scene was written
     kw = dict(units=units, bands=bands, fmt=fmt, quicklook=quicklook, overwrite=overwrite or skip_existing, **kwargs)
     rows = scenes.to_dict('records')
@@ -278,10 +278,13 @@ def map_chips(predictor:Predictor, # the model
     try:
         for i, row in ex.map(_scene_task, [(shipped, r, out, targets[r['name']], kw) for r in rows]):   # as they finish, reported in order below
             res[i] = row
-            if log: log(chip_line(row))
+            if log: log(scene_line(row))
     finally:   # also when a write fails or the run is interrupted: no empty folder left behind
         if made and Path(out).is_dir() and not any(Path(out).iterdir()): Path(out).rmdir()
     return pd.DataFrame(res)
+
+# %% ../nbs/11c_scene.ipynb #names-old
+map_chips, plan_chips, map_chip, chip_line = map_scenes, plan_scenes, map_scene_row, scene_line   # their names before 0.2 (they take scene files, not chips), kept for code that uses them
 
 # %% ../nbs/11c_scene.ipynb #refwater-06
 def etci_water_bodies(chips:pd.DataFrame, # an ETCI chip table (`etci2021_chips`)
