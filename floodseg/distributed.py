@@ -78,7 +78,8 @@ class PredictorSpec:
                  threads:int|None=None,     # torch threads per worker (None: leave as is)
                 ):
         if predictor.folder is None: raise ValueError("a predictor for Dask workers must come from a model folder (Predictor.from_folder): workers load the model from there")
-        self.model, self.threads, self.options = str(predictor.folder), threads, dict(predictor.options)
+        self.model, self.threads = str(predictor.folder), threads
+        self.options = {k: str(v) if k == 'device' and v is not None else v for k, v in predictor.options.items()}   # a torch.device as its name: plain values, one cache key per worker
         self.decision = dict(threshold=predictor.threshold, temperature=predictor.temperature)   # set on the object, perhaps, not in its config
     def __call__(self) -> Predictor:
         p = worker_predictor(self.model, self.threads, **self.options)
