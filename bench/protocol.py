@@ -430,7 +430,7 @@ def runs_frame(runs_dir=None):
     runs = [json.loads(f.read_text()) for f in sorted(Path(runs_dir or OUT/'runs').glob('*.json'))]
     return pd.DataFrame([dict(recipe=r['recipe'], fold=r['fold'], seed=r['seed'], budget=budget_label(r), iou=r['model']['iou'],
                               iou_tv=r['model_tv']['iou'], iou_pc=r.get('model_pc', {}).get('iou', np.nan),
-                              iou_cap=r.get('model_cap', {}).get('iou', np.nan), thr=r['baselines']['best_threshold_iou'],
+                              iou_cap=r.get('model_cap', {}).get('iou', np.nan), recall_cap=r.get('model_cap', {}).get('recall', np.nan), thr=r['baselines']['best_threshold_iou'],
                               precision=r['model']['precision'], recall=r['model']['recall'], epochs=r['epochs'], steps=r['steps'],
                               cpu=r['train_cpu_min'], rss=r['peak_rss_gb']) for r in runs])
 
@@ -595,6 +595,38 @@ def etci_rule_markdown():
         lines.append(f"| {rec} | {b} | {fold} | {m.n} | {m.iou:.3f} | {m.recall:.3f} | {o.iou:.3f} | {o.recall:.3f} | " + (f"{e.iou:.3f} | {e.recall:.3f} |" if e is not None else "– | – |"))
     return lines + [""]
 
+ETCI_STANDIN = {'bal_c3_jitter': 'auto_ce_land_c3_jitter', 'balrough_c3_jitter': 'balrough_c3_jitter', 'balroughhalf_c3_jitter': 'balroughhalf_c3_jitter',
+                'balprior_c3_jitter': 'balprior_c3_jitter', 'baldb_c3': 'baldb_c3'}   # whose ETCI runs a lever's are (balancing does nothing on a one-event fold)
+
+def lever_markdown(budget='200 steps', ref=LIBRARY['default'], rule='model_at_otsu'):
+    "The levers against the shipped recipe at one budget, with the split rule: per recipe and seed set, W / T / L of the wet dB chips (seed means), their mean IoU and recall, the paired gain over `ref` on the same chip-seeds, and the ETCI folds under the library's rule (`model_cap`)."
+    rf = rule_frame()
+    rf = rf[(rf.budget == budget) & (rf.rule == rule) & (rf.water > 0)]
+    if not len(rf): return []
+    B = [f'{k}_iou' for k in BASELINES]
+    runs = runs_frame()
+    lines = [f"## The levers against the shipped recipe ({budget}; the split rule: the chip's Otsu VH split where p > 0.2)", "",
+             "W / T / L: the wet held-out dB chips (seed means) against the best of the four thresholds on each chip, a tie within 0.02. Paired gain: the lever minus "
+             f"`{ref}` on the same chip and seed. ETCI: the held-out event's pooled IoU (recall) at 0.5 under the library's statistics rule, mean over seeds (n).", "",
+             "| recipe | seeds | W / T / L, wet dB chips | mean IoU (recall), wet dB chips | paired gain over the shipped recipe | ETCI nal | ETCI neb |", "|---|---|---|---|---|---|---|"]
+    def etci(rec, fold, seeds):
+        g = runs[(runs.recipe == ETCI_STANDIN.get(rec, rec)) & (runs.fold == fold) & (runs.budget == budget)]
+        g = g[g.seed.isin(seeds)] if len(g[g.seed.isin(seeds)]) else g
+        if not len(g): return '–'
+        return f"{g.iou_cap.mean():.3f} ({g.recall_cap.mean():.3f}; {len(g)})"
+    for rec, g in rf.groupby('recipe'):
+        for seeds in ([0], [0, 1, 2]):
+            h = g[g.seed.isin(seeds)]
+            if h.groupby(['fold', 'chip']).seed.nunique().min() < len(seeds) or h.fold.nunique() < 3: continue
+            m = h.groupby(['fold', 'chip']).mean(numeric_only=True)
+            v = [verdict(d, 0) for d in m.model_iou - m[B].max(axis=1)]
+            d = h.merge(rf[rf.recipe == ref], on=['fold', 'seed', 'chip'], suffixes=('', '_r'))
+            pg = d.model_iou - d.model_iou_r
+            paired = '–' if rec == ref else f"{pg.mean():+.3f} ± {pg.std(ddof=1) / np.sqrt(len(pg)):.3f} ({len(pg)})"
+            lines.append(f"| {rec} | {', '.join(map(str, seeds))} | {v.count(1)} / {v.count(0)} / {v.count(-1)} | {m.model_iou.mean():.3f} ({m.model_recall.mean():.3f}) | {paired} | "
+                         f"{etci(rec, 'nal', seeds)} | {etci(rec, 'neb', seeds)} |")
+    return lines + [""]
+
 def chip_markdown(cf=None, per_chip:bool=True):
     "The dB folds' sections of PROTOCOL.md: the summary per recipe and (`per_chip`) the per-chip table of each."
     cf = chip_frame() if cf is None else cf
@@ -645,6 +677,7 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
     lines += chip_markdown()
     lines += rule_markdown()
     lines += etci_rule_markdown()
+    lines += lever_markdown()
     lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
     for r, what in LEVERS.items():
         g = df[df.recipe == r]
