@@ -595,9 +595,6 @@ def etci_rule_markdown():
         lines.append(f"| {rec} | {b} | {fold} | {m.n} | {m.iou:.3f} | {m.recall:.3f} | {o.iou:.3f} | {o.recall:.3f} | " + (f"{e.iou:.3f} | {e.recall:.3f} |" if e is not None else "– | – |"))
     return lines + [""]
 
-ETCI_STANDIN = {'bal_c3_jitter': 'auto_ce_land_c3_jitter', 'balrough_c3_jitter': 'balrough_c3_jitter', 'balroughhalf_c3_jitter': 'balroughhalf_c3_jitter',
-                'balprior_c3_jitter': 'balprior_c3_jitter', 'baldb_c3': 'baldb_c3'}   # whose ETCI runs a lever's are (balancing does nothing on a one-event fold)
-
 def lever_markdown(budget='200 steps', ref=LIBRARY['default'], rule='model_at_otsu'):
     "The levers against the shipped recipe at one budget, with the split rule: per recipe and seed set, W / T / L of the wet dB chips (seed means), their mean IoU and recall, the paired gain over `ref` on the same chip-seeds, and the ETCI folds under the library's rule (`model_cap`)."
     rf = rule_frame()
@@ -610,7 +607,9 @@ def lever_markdown(budget='200 steps', ref=LIBRARY['default'], rule='model_at_ot
              f"`{ref}` on the same chip and seed. ETCI: the held-out event's pooled IoU (recall) at 0.5 under the library's statistics rule, mean over seeds (n).", "",
              "| recipe | seeds | W / T / L, wet dB chips | mean IoU (recall), wet dB chips | paired gain over the shipped recipe | ETCI nal | ETCI neb |", "|---|---|---|---|---|---|---|"]
     def etci(rec, fold, seeds):
-        g = runs[(runs.recipe == ETCI_STANDIN.get(rec, rec)) & (runs.fold == fold) & (runs.budget == budget)]
+        at = (runs.fold == fold) & (runs.budget == budget)
+        g = runs[at & (runs.recipe == rec)]
+        if not len(g): g = runs[at & (runs.recipe == SAME_ON_ETCI.get(rec, rec))]   # a balanced recipe trains as its stand-in on a one-event fold
         g = g[g.seed.isin(seeds)] if len(g[g.seed.isin(seeds)]) else g
         if not len(g): return '–'
         return f"{g.iou_cap.mean():.3f} ({g.recall_cap.mean():.3f}; {len(g)})"

@@ -338,7 +338,7 @@ class DbAugment(Transform):
                  p:float=0.8,                 # share of tiles augmented
                 ): store_attr()
     def encodes(self, x:SARImage):
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         dev, u = x.device, lambda *s: torch.rand(*s, device=x.device) * 2 - 1
         on = (torch.rand(b, 1, 1, 1, device=dev) < self.p).float()
         a = torch.rand(b, 1, 1, 1, device=dev) * 2 * math.pi   # the gradient's direction
