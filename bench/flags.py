@@ -41,7 +41,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for r in scenes[scenes.problem.isna()].itertuples():
             with SARScene(r.path, r.vh if isinstance(r.vh, Path) else None, name=r.name) as sc:
-                res = map_scene(pred, sc, tmp, fmt='cog', quicklook=False, overwrite=True, progress=False)
+                res = map_scene(pred, sc, tmp, formats='cog', quicklook=False, overwrite=True, progress=False)
             rows.append(row(r.name, sc.layout, res['flags'], res['water_pixels'] / res['valid_pixels'] if res['valid_pixels'] else None))
     if not a.no_etci:
         et = chip_table(S/'etci2021')

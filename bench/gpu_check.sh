@@ -75,7 +75,7 @@ print(f"mosaic {side}x{side} of {len(imgs)} real Sen1Floods11 chips: {out/'mosai
 EOF
 predict() {   # name, device
   local t0=$(python -c 'import time; print(time.time())')
-  "$BIN/floodseg_predict" "$OUT/mosaic.tif" --device "$2" --format cog --no-quicklook --out "$OUT/predict_$1" > "$OUT/predict_$1.log" 2>&1
+  "$BIN/floodseg_predict" "$OUT/mosaic.tif" --device "$2" --formats cog --no-quicklook --out "$OUT/predict_$1" > "$OUT/predict_$1.log" 2>&1
   local rc=$?
   echo "$1	$2	$rc	$(python -c "import time; print(round(time.time() - $t0, 2))")" >> "$OUT/predict_runs.tsv"
   echo "predict $1 on $2: exit $rc"

@@ -171,10 +171,11 @@ def floodseg_train(
 def _is_model_folder(p): return (Path(p)/CONFIG_FILE).exists() and (Path(p)/WEIGHTS_FILE).exists()
 
 # %% ../nbs/13_cli.ipynb #70051043
+@renamed_kwargs(fmt='formats')
 def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with its <name>_vh.tif) and/or folders of them
               model:str|None=None,   # model folder (None or 'default': the model shipped with floodseg)
               out:str='floodseg_maps', # output folder
-              fmt:str|list=('cog', 'stac'), # output format(s), names in `floodseg.scene.WRITERS`: 'cog' (with a quicklook), 'stac' (the map's STAC Item), 'geojson', 'flood', 'stac_overflow'; the default is floodseg_predict's
+              formats:str|list=('cog', 'stac'), # output format(s), names in `floodseg.scene.WRITERS`: 'cog' (with a quicklook), 'stac' (the map's STAC Item), 'geojson', 'flood', 'stac_overflow'; the default is floodseg_predict's
               device:str|None=None,  # torch device (default: the GPU when there is one)
               precision:str='auto',  # auto, fp32, bf16 (CPU) or fp16 (GPU)
               tta:bool=False,        # average over the 8 flips and quarter turns of each tile
@@ -187,7 +188,7 @@ def map_flood(*scenes:str,           # scene GeoTIFFs (2-band VV,VH, or <name>_v
     from floodseg.predict import Predictor
     from floodseg.scene import map_scenes
     pred = Predictor.from_folder(model or SHIPPED, device=device, precision=precision, tta=tta, bs=bs)
-    return map_scenes(pred, *scenes, out=out, fmt=fmt, progress=on_terminal() if progress is None else progress, **kwargs)
+    return map_scenes(pred, *scenes, out=out, formats=formats, progress=on_terminal() if progress is None else progress, **kwargs)
 
 # %% ../nbs/13_cli.ipynb #predict--1
 @call_parse
@@ -197,8 +198,8 @@ def floodseg_predict(
     *scenes:str,              # scene GeoTIFFs (2-band VV,VH, or <name>_vv.tif with <name>_vh.tif beside it) and/or folders of them
     model:str=None,           # model folder written by floodseg_train or save_model; default: the model shipped with floodseg
     out:str='floodseg_maps',  # output folder
-    format:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs), stac (the map's STAC Item; cog and stac are the default), geojson (water outlines in EPSG:4326), flood, stac_overflow
-    stac_overflow:bool=False, # write the STAC Overflow submission format (<chip_id>.tif: 1 = water, 0 = not) instead of COGs; with --format, as well as them
+    formats:Annotated[str, {'nargs': '+'}]=None, # output format(s), one or more of: cog (probability and mask COGs), stac (the map's STAC Item; cog and stac are the default), geojson (water outlines in EPSG:4326), flood, stac_overflow
+    stac_overflow:bool=False, # write the STAC Overflow submission format (<chip_id>.tif: 1 = water, 0 = not) instead of COGs; with --formats, as well as them
     quicklook:bool=True,      # a PNG quicklook per scene with the COGs (--no-quicklook: none)
     min_area:float=None,      # geojson: drop water polygons smaller than this many m² (default 1000; short for --option geojson.min_area=...)
     simplify:float=None,      # geojson: simplification tolerance in pixels (default 1; 0: pixel edges; short for --option geojson.simplify=...)
@@ -238,15 +239,15 @@ def floodseg_predict(
                overwrite=(not (overwrite and skip_existing), "left off when --skip-existing is given (--skip-existing keeps the outputs that exist, --overwrite replaces them)"),
                reference_water=(reference_water is None or Path(reference_water).is_file(), f"an existing raster file; not found: {reference_water}"))
     from floodseg.scene import WRITERS, REFERENCE_MIN, parse_options   # the heavy imports, once the light checks passed
-    fmts = [f for x in ([format] if isinstance(format, str) else format or ([] if stac_overflow else ['cog', 'stac'])) for f in x.split(',') if f]
+    fmts = [f for x in ([formats] if isinstance(formats, str) else formats or ([] if stac_overflow else ['cog', 'stac'])) for f in x.split(',') if f]
     fmts += (['stac_overflow'] if stac_overflow else []) + (['flood'] if reference_water and 'flood' not in fmts else [])
-    check_args('floodseg_predict', format=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
+    check_args('floodseg_predict', formats=(all(f in WRITERS for f in fmts), f"one or more of {', '.join(WRITERS)}, not {' '.join(fmts)!r}"))
     try: options = parse_options([option] if isinstance(option, str) else option or [])
     except ValueError as e: raise CliError(f"floodseg_predict: --option: {e}") from None
     geojson = {k: v for k, v in dict(min_area=min_area, simplify=simplify).items() if v is not None}   # the shorthands win over --option
     if geojson: options.setdefault('geojson', {}).update(geojson)
     try:
-        kw = dict(out=out, fmt=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=options,
+        kw = dict(out=out, formats=fmts, quicklook=quicklook, overwrite=overwrite, layout=layout, tile=tile, overlap=overlap, options=options,
                   progress=show_progress(), units=units, skip_existing=skip_existing,
                   **(dict(reference=reference_water, reference_min=REFERENCE_MIN if reference_min is None else reference_min) if reference_water else {}))
         kw.update(model=model, device=device, precision=precision, tta=tta, bs=bs, bands=bands)

@@ -112,7 +112,7 @@ def map_scenes_dask(client,               # a `distributed.Client`
                     threads:int|None=None, # torch threads per worker (None: leave as is)
                     progress:bool=True,   # progress bar over scenes, fed by the futures as they complete
                     precision:str='auto', tta:bool=False, bs:int=4, device:str|None=None, # `Predictor` options
-                    **kwargs,             # `map_scenes` options (out on a file system every worker writes to, fmt, overwrite, units, bands, log, ...)
+                    **kwargs,             # `map_scenes` options (out on a file system every worker writes to, formats, overwrite, units, bands, log, ...)
                    ) -> pd.DataFrame:
     "`map_scenes(Predictor.from_folder(model), *paths, executor=DaskExecutor(client))`: the same checks, one task per scene, the same table in the same order."
     require('distributed', 'map_scenes_dask')
@@ -168,7 +168,7 @@ def map_scene_dask(client,         # a `distributed.Client`
                    threads:int|None=None,   # torch threads per worker
                    units:str='auto', # scale of a scene given by path (`SARScene`)
                    precision:str='auto', tta:bool=False, bs:int=4, device:str|None=None, # `Predictor` options
-                   **kwargs,       # `map_scene` options (name, layout, tile, overlap, fmt, quicklook, overwrite, progress, timings, options)
+                   **kwargs,       # `map_scene` options (name, layout, tile, overlap, formats, quicklook, overwrite, progress, timings, options)
                   ) -> dict:
     "`map_scene` with its tile rows predicted across a Dask cluster: the same plan, the same blending and the same writers, in this process."
     require('distributed', 'map_scene_dask')

@@ -6,7 +6,7 @@ Docs: https://floodseg.github.io/floodseg/io.html.md"""
 
 # %% ../nbs/00_io.ipynb #c8d0647a
 from __future__ import annotations
-import re, shutil, warnings
+import functools, re, shutil, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,7 +26,8 @@ __all__ = ['DRY', 'WATER', 'IGNORE', 'BANDS', 'LAYOUTS', 'CHIP_COLUMNS', 'READ_C
            'CONFIG_FILE', 'SHIPPED', 'FloodsegInputError', 'Layout', 'register_layout', 'chip_reader', 'sample_path',
            'shared_data', 'sen1floods11_chips', 'stac_overflow_chips', 'etci2021_chips', 'detect_layout', 'chip_table',
            'Raster', 'read_raster', 'SARChip', 'same_grid', 'nodata_mask', 'read_sar', 'map_label', 'read_label',
-           'read_chip', 'etci_event_scene', 'temp_path', 'atomic_output', 'atomic_write_text', 'survey_chips']
+           'read_chip', 'etci_event_scene', 'temp_path', 'atomic_output', 'atomic_write_text', 'renamed_kwargs',
+           'survey_chips']
 
 # %% ../nbs/00_io.ipynb #d682742d
 DRY, WATER, IGNORE = 0, 1, 255
@@ -384,6 +385,21 @@ def atomic_write_text(path, # file to (re)write
     "Write `text` to `path` atomically (temporary file beside it, then rename), replacing it if it exists."
     with atomic_output(path, overwrite=True, folder=False) as tmp: tmp.write_text(text)
     return Path(path)
+
+# %% ../nbs/00_io.ipynb #renamed-kw
+def renamed_kwargs(**old_new):   # old keyword name -> its new name
+    "Decorator: the function also takes each old keyword as its new one, with a `DeprecationWarning`; both at once is an error."
+    def deco(f):
+        @functools.wraps(f)
+        def _f(*args, **kwargs):
+            for old, new in old_new.items():
+                if old not in kwargs: continue
+                if new in kwargs: raise TypeError(f"{f.__name__}: give `{new}=`, not both it and the old `{old}=`")
+                warnings.warn(f"{f.__name__}: `{old}=` is now `{new}=`", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return f(*args, **kwargs)
+        return _f
+    return deco
 
 # %% ../nbs/00_io.ipynb #93d28814
 _SURVEY = ['n_valid', 'valid_frac', 'water_frac', 'ignore_frac', 'vv_mean', 'vh_mean', 'vv_var', 'vh_var',

@@ -58,6 +58,7 @@ def _write_rows(scene, predictor, norm, tmp, tile, overlap, progress, timings, e
 # %% ../nbs/11c_scene.ipynb #8c3d5743-4
 import copy
 
+@renamed_kwargs(fmt='formats')
 def map_scene(predictor:Predictor, # the model
               scene,                   # a `SARScene`, or the path of a 2-band GeoTIFF
               out,                     # output folder
@@ -65,7 +66,7 @@ def map_scene(predictor:Predictor, # the model
               layout:str|None=None,    # force this layout's stored statistics (default: the model's rule, `Predictor.norm`)
               tile:int=512,            # tile size
               overlap:int=128,         # tile overlap
-              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
+              formats:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
               quicklook:bool=True,     # also the PNG quicklook whenever 'cog' is asked for
               overwrite:bool=False,    # replace existing outputs
               progress:bool=True,      # progress bar over tiles
@@ -79,14 +80,14 @@ def map_scene(predictor:Predictor, # the model
               reference_min:float=REFERENCE_MIN, # reference water where the reference's value is at least this
               threshold:float|None=None, # water where the probability exceeds this (None: the predictor's own `threshold`)
              ) -> dict:
-    "Map water in a GeoTIFF scene window by window and write the outputs of each format in `fmt` into `out` atomically; returns their paths, the counts and the `advisory_flags`."
+    "Map water in a GeoTIFF scene window by window and write the outputs of each format in `formats` into `out` atomically; returns their paths, the counts and the `advisory_flags`."
     options = check_options(options)   # an option no writer declares fails here, before any tile is predicted
     if threshold is not None: predictor = copy.copy(predictor); predictor.threshold = float(threshold)   # the same model, this map's threshold (mask, counts, STAC Item)
     own = not isinstance(scene, SARScene)
     scene = SARScene(scene, units=units, bands=bands) if own else scene
     try:
         name = name or scene.name
-        writers, targets = map_writers(fmt, quicklook), scene_outputs(out, name, fmt, quicklook)
+        writers, targets = map_writers(formats, quicklook), scene_outputs(out, name, formats, quicklook)
         if 'flood' in writers and reference is None:
             raise FloodsegInputError(f"{scene.paths[0]}: the 'flood' format needs a reference water raster (reference=, --reference-water)")
         if reference is not None: check_reference(reference, scene)
@@ -192,9 +193,10 @@ def find_scenes(*paths) -> pd.DataFrame:
     return df
 
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-plan
+@renamed_kwargs(fmt='formats')
 def plan_scenes(*paths,             # scene files and/or folders of them
                out='floodseg_maps', # output folder
-               fmt:str|list='cog',  # output format(s), names in `WRITERS`
+               formats:str|list='cog',  # output format(s), names in `WRITERS`
                quicklook:bool=True, # PNG quicklooks (with 'cog')
                overwrite:bool=False, # replace existing outputs
                skip_existing:bool=False, # mark scenes whose outputs all exist (`skip`) instead of refusing them
@@ -203,7 +205,7 @@ def plan_scenes(*paths,             # scene files and/or folders of them
     scenes = find_scenes(*paths)
     if not len(scenes): raise FloodsegInputError(f"{', '.join(map(str, paths))}: no GeoTIFF scenes found")
     out = Path(out)
-    targets = {r.name: scene_outputs(out, r.name, fmt, quicklook) for r in scenes.itertuples()}
+    targets = {r.name: scene_outputs(out, r.name, formats, quicklook) for r in scenes.itertuples()}
     inputs = {Path(p).resolve() for p in [*scenes.path, *scenes.vh.dropna()]}
     clash = [str(p) for t in targets.values() for p in t.values() if p.resolve() in inputs]
     if clash: raise FloodsegInputError(f"{clash[0]}: an output would replace an input scene; choose another output folder")
@@ -219,7 +221,7 @@ def map_scene_row(predictor:Predictor, # the model
              keys:dict,               # the scene's output files (`plan_scenes`' targets)
              units:str='auto',        # scale of the scene's values (`SARScene`)
              bands:str='auto',        # what its bands hold (`SARScene`, `BAND_ORDERS`)
-             **kwargs,                # `map_scene` options (`fmt`, `tile`, `overlap`, `layout`, ...)
+             **kwargs,                # `map_scene` options (`formats`, `tile`, `overlap`, `layout`, ...)
             ) -> dict:
     "Map one scene of a batch: its result row, with the message of a `FloodsegInputError` in `error` instead of raising it; a scene marked `skip` is not mapped."
     if r.get('skip'): return dict(name=r['name'], path=r['path'], vh=r['vh'], error=None, skipped=True, **{k: str(v) for k, v in keys.items()})
@@ -255,11 +257,12 @@ def _scene_task(predictor, r, out, keys, kwargs):
     return map_scene_row(predictor if isinstance(predictor, Predictor) else predictor(), r, out, keys, **kwargs)
 
 # %% ../nbs/11c_scene.ipynb #07ff8e4c-2
+@renamed_kwargs(fmt='formats')
 @delegates(map_scene, but=['predictor', 'scene', 'out', 'name', 'units', 'bands', 'timings', 'executor', 'on_step'])
 def map_scenes(predictor:Predictor, # the model
               *paths,                  # scene files and/or folders of them
               out='floodseg_maps',     # output folder (created if needed)
-              fmt:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
+              formats:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
               quicklook:bool=True,     # PNG quicklooks (with 'cog')
               overwrite:bool=False,    # replace existing outputs
               log=print,               # called with one line per scene (None: quiet)
@@ -270,9 +273,9 @@ def map_scenes(predictor:Predictor, # the model
               **kwargs,                # the other options of `map_scene`, for every scene (`tile`, `layout`, `options`, `reference`, `threshold`, ...)
              ) -> pd.DataFrame:
     "Map every scene in `paths` into `out`; a bad scene's error is recorded and the others are still mapped."
-    scenes, targets = plan_scenes(*paths, out=out, fmt=fmt, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
+    scenes, targets = plan_scenes(*paths, out=out, formats=formats, quicklook=quicklook, overwrite=overwrite, skip_existing=skip_existing)
     made, ex = not Path(out).exists(), executor or Sequential()   # `out` is created by the first scene mapped (`map_scene`); removed again if no scene was written
-    kw = dict(units=units, bands=bands, fmt=fmt, quicklook=quicklook, overwrite=overwrite or skip_existing, **kwargs)
+    kw = dict(units=units, bands=bands, formats=formats, quicklook=quicklook, overwrite=overwrite or skip_existing, **kwargs)
     rows = scenes.to_dict('records')
     res, shipped = [None] * len(rows), ex.ship(predictor)
     try:

@@ -130,11 +130,11 @@ WRITERS = {'cog': MapWriter(dict(prob='{name}_water_prob.tif', mask='{name}_wate
                              assets=dict(item=Asset('the STAC Item of the map', MediaType.GEOJSON, ('metadata',))),
                              options=dict(model=(None, "the model's record to store (default: `floodseg.stac.model_provenance`; the service passes its model card)")))}
 
-def map_writers(fmt:str|list='cog',   # output format(s), names in `WRITERS`
+def map_writers(formats:str|list='cog',   # output format(s), names in `WRITERS`
                 quicklook:bool=True,  # add 'quicklook' when 'cog' is asked for
                ) -> dict:
-    "The `MapWriter` of each format in `fmt`, by name, in order and without repeats, their functions imported."
-    fmts = [fmt] if isinstance(fmt, str) else list(fmt)
+    "The `MapWriter` of each format in `formats`, by name, in order and without repeats, their functions imported."
+    fmts = [formats] if isinstance(formats, str) else list(formats)
     if not fmts: raise ValueError(f"no output format given; formats: {', '.join(WRITERS)}")
     bad = [f for f in fmts if f not in WRITERS]
     if bad: raise ValueError(f"unknown output format {bad[0]!r}; formats: {', '.join(WRITERS)}")
@@ -192,12 +192,12 @@ def parse_options(specs:list, # 'FORMAT.NAME=VALUE' strings (`floodseg_predict -
 # %% ../nbs/11b_writers.ipynb #writers--5
 def scene_outputs(out,          # output folder
                   name:str,     # scene name
-                  fmt:str|list='cog', # output format(s), names in `WRITERS`: 'cog' (probability and mask COGs), 'geojson', 'stac_overflow', 'quicklook'
+                  formats:str|list='cog', # output format(s), names in `WRITERS`: 'cog' (probability and mask COGs), 'geojson', 'stac_overflow', 'quicklook'
                   quicklook:bool=True, # also the PNG quicklook whenever 'cog' is asked for
                  ) -> dict:
     "Paths of the files `map_scene` writes for the scene `name`, by output key."
     out = Path(out)
-    return {k: out/f.format(name=name) for w in map_writers(fmt, quicklook).values() for k, f in w.files.items()}
+    return {k: out/f.format(name=name) for w in map_writers(formats, quicklook).values() for k, f in w.files.items()}
 
 # %% ../nbs/11b_writers.ipynb #refwater-02
 def check_reference(path,  # reference water raster

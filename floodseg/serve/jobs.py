@@ -203,7 +203,7 @@ class MapService:
             paths = [d/'input'/f['stored'] for f in inp['files']]
             with SARScene(*paths, name=inp['name'], bands=o.get('bands', 'auto')) as sc:
                 res = map_scene(self.predictor, sc, d/'out', name='map', threshold=o['threshold'],
-                                tile=o['tile'], overlap=o['overlap'], fmt=job_formats(st), progress=False, timings=tm,
+                                tile=o['tile'], overlap=o['overlap'], formats=job_formats(st), progress=False, timings=tm,
                                 options=dict(geojson=dict(min_area=o['min_area']), stac=dict(model=self.model)), on_step=on_step,   # the Item records the job's model card
                                 **(dict(reference=d/'input'/ref['stored']) if ref else {}))
             result = dict(water_share=res['water_pixels'] / max(res['valid_pixels'], 1), valid_pixels=res['valid_pixels'],
