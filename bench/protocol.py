@@ -610,7 +610,8 @@ def lever_markdown(budget='200 steps', ref=LIBRARY['default'], rule='model_at_ot
         at = (runs.fold == fold) & (runs.budget == budget)
         g = runs[at & (runs.recipe == rec)]
         if not len(g): g = runs[at & (runs.recipe == SAME_ON_ETCI.get(rec, rec))]   # a balanced recipe trains as its stand-in on a one-event fold
-        g = g[g.seed.isin(seeds)] if len(g[g.seed.isin(seeds)]) else g
+        s = g[g.seed.isin(seeds)]
+        g = s if len(s) else g   # the seeds that ran, when not all of `seeds` did
         if not len(g): return '–'
         return f"{g.iou_cap.mean():.3f} ({g.recall_cap.mean():.3f}; {len(g)})"
     for rec, g in rf.groupby('recipe'):

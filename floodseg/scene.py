@@ -66,7 +66,7 @@ def map_scene(predictor:Predictor, # the model
               layout:str|None=None,    # force this layout's stored statistics (default: the model's rule, `Predictor.norm`)
               tile:int=512,            # tile size
               overlap:int=128,         # tile overlap
-              formats:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
+              formats:str|list='cog',  # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
               quicklook:bool=True,     # also the PNG quicklook whenever 'cog' is asked for
               overwrite:bool=False,    # replace existing outputs
               progress:bool=True,      # progress bar over tiles
@@ -196,7 +196,7 @@ def find_scenes(*paths) -> pd.DataFrame:
 @renamed_kwargs(fmt='formats')
 def plan_scenes(*paths,             # scene files and/or folders of them
                out='floodseg_maps', # output folder
-               formats:str|list='cog',  # output format(s), names in `WRITERS`
+               formats:str|list='cog', # output format(s), names in `WRITERS`
                quicklook:bool=True, # PNG quicklooks (with 'cog')
                overwrite:bool=False, # replace existing outputs
                skip_existing:bool=False, # mark scenes whose outputs all exist (`skip`) instead of refusing them
@@ -262,7 +262,7 @@ def _scene_task(predictor, r, out, keys, kwargs):
 def map_scenes(predictor:Predictor, # the model
               *paths,                  # scene files and/or folders of them
               out='floodseg_maps',     # output folder (created if needed)
-              formats:str|list='cog',      # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
+              formats:str|list='cog',  # output format(s), names in `WRITERS` ('cog', 'geojson', 'stac_overflow', 'quicklook', 'flood', 'stac')
               quicklook:bool=True,     # PNG quicklooks (with 'cog')
               overwrite:bool=False,    # replace existing outputs
               log=print,               # called with one line per scene (None: quiet)

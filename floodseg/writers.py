@@ -130,7 +130,7 @@ WRITERS = {'cog': MapWriter(dict(prob='{name}_water_prob.tif', mask='{name}_wate
                              assets=dict(item=Asset('the STAC Item of the map', MediaType.GEOJSON, ('metadata',))),
                              options=dict(model=(None, "the model's record to store (default: `floodseg.stac.model_provenance`; the service passes its model card)")))}
 
-def map_writers(formats:str|list='cog',   # output format(s), names in `WRITERS`
+def map_writers(formats:str|list='cog', # output format(s), names in `WRITERS`
                 quicklook:bool=True,  # add 'quicklook' when 'cog' is asked for
                ) -> dict:
     "The `MapWriter` of each format in `formats`, by name, in order and without repeats, their functions imported."
