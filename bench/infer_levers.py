@@ -22,16 +22,21 @@
    and the same two with the fixed VH < -22 dB threshold in place of the split; and the decision rule with the chip's Otsu VH
    split (defined on every chip, bimodal or not), alone or capped at -22 dB.
    Its constants are set a priori, not on any test chip.
+6. Seed ensembles: the mean water probability of two or three models of one recipe and fold that differ only in their
+   seed, at 0.5 and with the split rule (the chip's own Otsu VH split where p > 0.2; the event's for an ETCI fold); the
+   variance between seeds, not the recipe, at x2 or x3 the inference cost. (`bench/protocol.py --ensemble` scores the
+   8 CPU-min runs' seeds the same way at 0.5, pooled per fold; this one keeps each chip, for the dB folds' W / T / L.)
 
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --tta auto_ce_land_c3_nal_s0_b8 auto_ce_land_c3_neb_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --water auto_ce_land_c3_nal_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --bn auto_ce_land_c3_jitter_nal_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --perm auto_ce_land_c3_jitter_nal_s0_b8
     OMP_NUM_THREADS=1 nice python bench/infer_levers.py --split auto_ce_land_c3_jitter_db1_s0_b8
+    OMP_NUM_THREADS=1 nice python bench/infer_levers.py --ensemble bal_c3_jitter_db1_s0_n200+bal_c3_jitter_db1_s1_n200
 
-Results: bench/protocol/infer/<model>_tta.json, <model>_water.json, <model>_bn.json, <model>_perm.json; `python bench/protocol.py --table-only` reports them.
+Results: bench/protocol/infer/<model>_tta.json, <model>_water.json, <model>_bn.json, <model>_perm.json, ens_<recipe>_<fold>_s<seeds>_<budget>.json; `python bench/protocol.py --table-only` reports them.
 """
-import json, sys, warnings
+import json, re, sys, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -219,6 +224,33 @@ def split_scores(name, chips):
         res[r.chip_id] = {k: scores(**(cm := confusion(m, c.label))) | cm for k, m in masks.items()} | dict(threshold=t, ashman_d=d, dark_share=share, otsu_vh=float(to), event_otsu_vh=float(ev_split[r.event]))
     return res
 
+ENSEMBLE = re.compile(r'(?P<recipe>.+)_(?P<fold>[a-z]+\d?)_s(?P<seed>\d+)_(?P<budget>[nb]\d+)$')
+
+def ensemble_name(members):
+    "`ens_<recipe>_<fold>_s<seeds>_<budget>` of protocol models that differ only in their seed."
+    ms = [ENSEMBLE.match(m) for m in members]
+    if not all(ms) or len({(m['recipe'], m['fold'], m['budget']) for m in ms}) != 1: raise ValueError(f'an ensemble takes seeds of one recipe, fold and budget: {members}')
+    return f"ens_{ms[0]['recipe']}_{ms[0]['fold']}_s{''.join(m['seed'] for m in ms)}_{ms[0]['budget']}"
+
+def ensemble_scores(members, chips):
+    "Per chip: confusion counts of the members' mean water probability at 0.5, with the chip's Otsu VH split where p > 0.2 (`model_at_otsu`) and with the event's (`model_at_event_otsu`)."
+    preds = []
+    for name in members:
+        model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
+        preds.append(Predictor(model, dict(cfg, threshold=0.5)))
+    ev_split = {e: otsu_threshold(np.concatenate([(c := read_chip(r, with_label=False)).image[BAND_INDEX['vh']][c.valid] for r in g.itertuples(index=False)]))
+                for e, g in chips.groupby('event')}
+    res = {}
+    for outs in zip(*[p.chips(chips, progress=False) for p in preds]):
+        r, c, _ = outs[0]
+        if any(o[2] is None for o in outs) or c.label is None or not (c.label != IGNORE).any(): continue
+        p = np.mean([np.nan_to_num(o[2]) for o in outs], axis=0)
+        vh = c.image[BAND_INDEX['vh']]
+        masks = dict(model=p > 0.5, model_at_otsu=(p > 0.5) | (c.valid & (vh < otsu_threshold(vh[c.valid])) & (p > SPLIT_P)),
+                     model_at_event_otsu=(p > 0.5) | (c.valid & (vh < ev_split[r.event]) & (p > SPLIT_P)))
+        res[r.chip_id] = {k: scores(**(cm := confusion(m, c.label))) | cm for k, m in masks.items()}
+    return res
+
 @call_parse
 def main(models:str, # protocol model names (bench/protocol/models/<name>), separated by spaces
          tta:bool=False, # TTA subsets on the model's held-out fold
@@ -226,9 +258,21 @@ def main(models:str, # protocol model names (bench/protocol/models/<name>), sepa
          bn:bool=False, # BatchNorm statistics re-estimated on the held-out event's own tiles (AdaBN)
          perm:bool=False, # the permanent-water map or'ed with the model and with the thresholds (ETCI folds)
          split:bool=False, # the chip's own bimodal VH split, alone, or'ed with the model and as a decision rule (dB folds)
+         ensemble:bool=False, # each name is seeds of one recipe and fold joined by '+': their mean probability, at 0.5 and with the split rule
         ):
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
+    if ensemble:
+        for group in models.split():
+            members = group.split('+'); name = ensemble_name(members)
+            if (OUT/f'{name}.json').exists(): continue
+            fold = json.loads((protocol.OUT/'runs'/f'{members[0]}.json').read_text())['fold']
+            r = ensemble_scores(members, protocol.fold_chips(fold)[1])
+            if fold not in protocol.DB_FOLDS:   # an ETCI event is scored pooled: its tiles summed, not kept one by one
+                r = {'pooled': {k: scores(**(cm := {c: sum(v[k][c] for v in r.values()) for c in COUNTS})) | cm for k in next(iter(r.values()))}}
+            (OUT/f'{name}.json').write_text(json.dumps(dict(models=members, fold=fold, scores=r), indent=1, default=float))
+            print(name, {c: round(v['model_at_otsu']['iou'], 3) for c, v in r.items()} if fold.startswith('db') else '', flush=True)
+        return
     for name in models.split():
         fold = json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold']
         _, test = protocol.fold_chips(fold)

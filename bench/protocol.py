@@ -28,7 +28,7 @@ values (`norm='auto'`). `best_threshold_iou` is the best of those four on the te
 
 Results: bench/protocol/runs/<recipe>_<fold>_s<seed>_b<budget>.json or ..._n<steps>.json (and the model under bench/protocol/models/).
 """
-import json, resource, time, warnings, os
+import json, os, re, resource, time, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -627,6 +627,40 @@ def lever_markdown(budget='200 steps', ref=LIBRARY['default'], rule='model_at_ot
                          f"{etci(rec, 'nal', seeds)} | {etci(rec, 'neb', seeds)} |")
     return lines + [""]
 
+def ensemble_markdown(budget='200 steps', rule='model_at_otsu'):
+    "Seed ensembles of the dB and ETCI folds (`bench/infer_levers.py --ensemble`): W / T / L and mean IoU (recall) of the wet dB chips for the members' mean probability with the split rule, beside the same seeds one at a time (seed means, `lever_markdown`), and the ETCI folds' pooled IoU (recall) at 0.5."
+    rows = []
+    for f in sorted((OUT/'infer').glob('ens_*.json')):
+        m = re.match(r'ens_(?P<recipe>.+)_(?P<fold>[a-z]+\d?)_s(?P<seeds>\d+)_(?P<budget>[nb]\d+)$', f.stem)
+        if m and m['budget'] == f"n{budget.split()[0]}": rows.append(m.groupdict() | dict(scores=json.loads(f.read_text())['scores']))
+    rf = rule_frame()
+    rf = rf[(rf.budget == budget) & (rf.rule == rule) & (rf.water > 0)]
+    if not rows or not len(rf): return []
+    B = [f'{k}_iou' for k in BASELINES]
+    best, water = rf.groupby('chip')[B].first().max(axis=1), rf.groupby('chip').water.first()
+    lines = [f"## Seed ensembles ({budget}; `bench/infer_levers.py --ensemble`)", "",
+             "The mean water probability of two or three models of one recipe and fold that differ only in their seed, with the split rule, against the best of the four "
+             "thresholds on each wet held-out dB chip (a tie within 0.02), beside the same seeds scored one at a time (seed means of their IoU, as in the table above). "
+             "Inference costs as many forward passes as members (0.036 s per 256² tile in bf16 each). ETCI: the held-out event's pooled IoU (recall) at 0.5 "
+             "(for a balanced recipe, the seeds of its stand-in on a one-event fold, as above).", "",
+             "| recipe | seeds | W / T / L, ensemble | mean IoU (recall), ensemble | W / T / L, one model | mean IoU (recall), one model | ETCI nal, ensemble | ETCI neb, ensemble |",
+             "|---|---|---|---|---|---|---|---|"]
+    def tally(iou): v = [verdict(d, 0) for d in iou - best[iou.index]]; return f"{v.count(1)} / {v.count(0)} / {v.count(-1)}"
+    def etci(rec, fold, seeds):
+        r = next((r for r in rows if r['recipe'] in (rec, SAME_ON_ETCI.get(rec)) and r['fold'] == fold and r['seeds'] == seeds), None)
+        if r is None: return '–'
+        c = {k: sum(v['model'][k] for v in r['scores'].values()) for k in ('tp', 'fp', 'fn')}
+        return f"{c['tp'] / (c['tp'] + c['fp'] + c['fn']):.3f} ({c['tp'] / (c['tp'] + c['fn']):.3f})"
+    db = pd.DataFrame([dict(recipe=r['recipe'], seeds=r['seeds'], chip=c, iou=v[rule]['iou'], recall=v[rule]['recall'])
+                       for r in rows if r['fold'] in DB_FOLDS for c, v in r['scores'].items() if water.get(c, 0) > 0])
+    for (rec, seeds), g in db.groupby(['recipe', 'seeds']):
+        if len(g) < water.gt(0).sum(): continue   # every wet chip, all three folds
+        one = rf[(rf.recipe == rec) & rf.seed.isin([int(x) for x in seeds])].groupby('chip')[['model_iou', 'model_recall']].mean()
+        g = g.set_index('chip')
+        lines.append(f"| {rec} | {', '.join(seeds)} | {tally(g.iou)} | {g.iou.mean():.3f} ({g.recall.mean():.3f}) | {tally(one.model_iou)} | "
+                     f"{one.model_iou.mean():.3f} ({one.model_recall.mean():.3f}) | {etci(rec, 'nal', seeds)} | {etci(rec, 'neb', seeds)} |")
+    return lines + [""]
+
 def chip_markdown(cf=None, per_chip:bool=True):
     "The dB folds' sections of PROTOCOL.md: the summary per recipe and (`per_chip`) the per-chip table of each."
     cf = chip_frame() if cf is None else cf
@@ -678,6 +712,7 @@ def table(out=Path(__file__).parent/'PROTOCOL.md'):
     lines += rule_markdown()
     lines += etci_rule_markdown()
     lines += lever_markdown()
+    lines += ensemble_markdown()
     lines += ["## Levers and whether they were measured", "", "| recipe | what it tests | runs (fold: seeds) |", "|---|---|---|"]
     for r, what in LEVERS.items():
         g = df[df.recipe == r]
