@@ -36,7 +36,7 @@
 
 Results: bench/protocol/infer/<model>_tta.json, <model>_water.json, <model>_bn.json, <model>_perm.json, ens_<recipe>_<fold>_s<seeds>_<budget>.json; `python bench/protocol.py --table-only` reports them.
 """
-import json, re, sys, warnings
+import json, sys, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -202,52 +202,49 @@ def bimodal_split(x):
     post = post / (post + pi[1] / sd[1] * np.exp(-0.5 * ((g - mu[1]) / sd[1]) ** 2))
     return float(g[np.argmin(np.abs(post - 0.5))]), d, float(pi[0])
 
+def event_splits(chips):
+    "Each event's Otsu VH split over all its chips (an ETCI event is tiles of one scene, as `map_scene` would see it)."
+    return {e: otsu_threshold(np.concatenate([(c := read_chip(r, with_label=False)).image[BAND_INDEX['vh']][c.valid] for r in g.itertuples(index=False)]))
+            for e, g in chips.groupby('event')}
+
+def otsu_rules(p, c, event_split):
+    "(masks, the chip's Otsu VH split): the model at 0.5, and with the Otsu VH split of the chip (`model_at_otsu`) or of its event (`model_at_event_otsu`) where p > `SPLIT_P`."
+    vh = c.image[BAND_INDEX['vh']]
+    to = otsu_threshold(vh[c.valid])   # always defined, bimodal or not: on a dry chip it splits land, so only where the model is unsure
+    return dict(model=p > 0.5, model_at_otsu=(p > 0.5) | (c.valid & (vh < to) & (p > SPLIT_P)),
+                model_at_event_otsu=(p > 0.5) | (c.valid & (vh < event_split) & (p > SPLIT_P))), to
+
 def split_scores(name, chips):
     "Per chip: the model at 0.5, the chip's own bimodal VH split alone, the two or'ed, and the model at 0.2 below the split (`SPLIT_P`)."
     model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
-    pred, res = Predictor(model, dict(cfg, threshold=0.5)), {}
-    ev_split = {}   # each event's Otsu VH split over all its test chips (an ETCI event is tiles of one scene, as map_scene would see it)
-    for e, g in chips.groupby('event'):
-        vals = [(c := read_chip(r, with_label=False)).image[BAND_INDEX['vh']][c.valid] for r in g.itertuples(index=False)]
-        ev_split[e] = otsu_threshold(np.concatenate(vals))
+    pred, res, ev_split = Predictor(model, dict(cfg, threshold=0.5)), {}, event_splits(chips)
     for r, c, p in pred.chips(chips, progress=False):
         if p is None or c.label is None or not (c.label != IGNORE).any(): continue
         vh = c.image[BAND_INDEX['vh']]
         t, d, share = bimodal_split(vh[c.valid])
         below = c.valid & (vh < t) if np.isfinite(t) else np.zeros_like(c.valid)
         p = np.nan_to_num(p)
-        to = otsu_threshold(vh[c.valid])   # always defined, bimodal or not: on a dry chip it splits land, so only where the model is unsure
-        masks = dict(model=p > 0.5, split=below, model_or_split=(p > 0.5) | below, model_at_split=(p > 0.5) | (below & (p > SPLIT_P)),
-                     model_or_vh22=(p > 0.5) | (c.valid & (vh < -22)), model_at_vh22=(p > 0.5) | (c.valid & (vh < -22) & (p > SPLIT_P)),
-                     model_at_otsu=(p > 0.5) | (c.valid & (vh < to) & (p > SPLIT_P)), model_at_otsu_vh22=(p > 0.5) | (c.valid & (vh < min(to, -22.)) & (p > SPLIT_P)),
-                     model_at_event_otsu=(p > 0.5) | (c.valid & (vh < ev_split[r.event]) & (p > SPLIT_P)))
+        masks, to = otsu_rules(p, c, ev_split[r.event])
+        masks |= dict(split=below, model_or_split=(p > 0.5) | below, model_at_split=(p > 0.5) | (below & (p > SPLIT_P)),
+                      model_or_vh22=(p > 0.5) | (c.valid & (vh < -22)), model_at_vh22=(p > 0.5) | (c.valid & (vh < -22) & (p > SPLIT_P)),
+                      model_at_otsu_vh22=(p > 0.5) | (c.valid & (vh < min(to, -22.)) & (p > SPLIT_P)))
         res[r.chip_id] = {k: scores(**(cm := confusion(m, c.label))) | cm for k, m in masks.items()} | dict(threshold=t, ashman_d=d, dark_share=share, otsu_vh=float(to), event_otsu_vh=float(ev_split[r.event]))
     return res
 
-ENSEMBLE = re.compile(r'(?P<recipe>.+)_(?P<fold>[a-z]+\d?)_s(?P<seed>\d+)_(?P<budget>[nb]\d+)$')
-
 def ensemble_name(members):
     "`ens_<recipe>_<fold>_s<seeds>_<budget>` of protocol models that differ only in their seed."
-    ms = [ENSEMBLE.match(m) for m in members]
+    ms = [protocol.RUN_NAME.match(m) for m in members]
     if not all(ms) or len({(m['recipe'], m['fold'], m['budget']) for m in ms}) != 1: raise ValueError(f'an ensemble takes seeds of one recipe, fold and budget: {members}')
     return f"ens_{ms[0]['recipe']}_{ms[0]['fold']}_s{''.join(m['seed'] for m in ms)}_{ms[0]['budget']}"
 
 def ensemble_scores(members, chips):
-    "Per chip: confusion counts of the members' mean water probability at 0.5, with the chip's Otsu VH split where p > 0.2 (`model_at_otsu`) and with the event's (`model_at_event_otsu`)."
-    preds = []
-    for name in members:
-        model, cfg = load_model(protocol.OUT/'models'/name, device='cpu')
-        preds.append(Predictor(model, dict(cfg, threshold=0.5)))
-    ev_split = {e: otsu_threshold(np.concatenate([(c := read_chip(r, with_label=False)).image[BAND_INDEX['vh']][c.valid] for r in g.itertuples(index=False)]))
-                for e, g in chips.groupby('event')}
-    res = {}
+    "Per chip: confusion counts of the members' mean water probability under `otsu_rules`. Each member standardises with its own training statistics (its seed drew its own validation chips), so each reads the chips itself."
+    preds = [Predictor(*load_model(protocol.OUT/'models'/name, device='cpu')) for name in members]
+    res, ev_split = {}, event_splits(chips)
     for outs in zip(*[p.chips(chips, progress=False) for p in preds]):
         r, c, _ = outs[0]
         if any(o[2] is None for o in outs) or c.label is None or not (c.label != IGNORE).any(): continue
-        p = np.mean([np.nan_to_num(o[2]) for o in outs], axis=0)
-        vh = c.image[BAND_INDEX['vh']]
-        masks = dict(model=p > 0.5, model_at_otsu=(p > 0.5) | (c.valid & (vh < otsu_threshold(vh[c.valid])) & (p > SPLIT_P)),
-                     model_at_event_otsu=(p > 0.5) | (c.valid & (vh < ev_split[r.event]) & (p > SPLIT_P)))
+        masks, _ = otsu_rules(np.mean([np.nan_to_num(o[2]) for o in outs], axis=0), c, ev_split[r.event])
         res[r.chip_id] = {k: scores(**(cm := confusion(m, c.label))) | cm for k, m in masks.items()}
     return res
 
@@ -271,7 +268,7 @@ def main(models:str, # protocol model names (bench/protocol/models/<name>), sepa
             if fold not in protocol.DB_FOLDS:   # an ETCI event is scored pooled: its tiles summed, not kept one by one
                 r = {'pooled': {k: scores(**(cm := {c: sum(v[k][c] for v in r.values()) for c in COUNTS})) | cm for k in next(iter(r.values()))}}
             (OUT/f'{name}.json').write_text(json.dumps(dict(models=members, fold=fold, scores=r), indent=1, default=float))
-            print(name, {c: round(v['model_at_otsu']['iou'], 3) for c, v in r.items()} if fold.startswith('db') else '', flush=True)
+            print(name, {c: round(v['model_at_otsu']['iou'], 3) for c, v in r.items()}, flush=True)
         return
     for name in models.split():
         fold = json.loads((protocol.OUT/'runs'/f'{name}.json').read_text())['fold']

@@ -323,6 +323,8 @@ def library_recipe(rc:dict, steps=None, budget=8.) -> Recipe:
                   size=rc['size'], bs=rc['bs'], balance=rc.get('balance', 0.), wet=rc.get('wet', 0.), max_rotate=rc['max_rotate'], jitter=rc['jitter'],
                   rough=rc.get('rough', 0.), db_aug=rc.get('db_aug', 0.), prior=rc.get('prior', False), lr=rc['lr'], keep='last', valid_pct=0.15, **(dict(steps=steps) if steps else dict(budget=budget)))
 
+RUN_NAME = re.compile(r'(?P<recipe>.+)_(?P<fold>[a-z]+\d?)_s(?P<seed>\d+)_(?P<budget>[nb]\d+)$')   # `run`'s names (without `_a` self-training); an ensemble's `seed` is its seeds' digits
+
 LIBRARY = {'default': 'bal_c3_jitter'}   # the library's recipes (`floodseg.recipe.RECIPES`) under their protocol names
 
 def run(recipe, fold, seed, budget, tta=False, adapt=0., steps=None):
@@ -631,8 +633,8 @@ def ensemble_markdown(budget='200 steps', rule='model_at_otsu'):
     "Seed ensembles of the dB and ETCI folds (`bench/infer_levers.py --ensemble`): W / T / L and mean IoU (recall) of the wet dB chips for the members' mean probability with the split rule, beside the same seeds one at a time (seed means, `lever_markdown`), and the ETCI folds' pooled IoU (recall) at 0.5."
     rows = []
     for f in sorted((OUT/'infer').glob('ens_*.json')):
-        m = re.match(r'ens_(?P<recipe>.+)_(?P<fold>[a-z]+\d?)_s(?P<seeds>\d+)_(?P<budget>[nb]\d+)$', f.stem)
-        if m and m['budget'] == f"n{budget.split()[0]}": rows.append(m.groupdict() | dict(scores=json.loads(f.read_text())['scores']))
+        m = RUN_NAME.match(f.stem.removeprefix('ens_'))
+        if m and m['budget'] == f"n{budget.split()[0]}": rows.append(dict(recipe=m['recipe'], fold=m['fold'], seeds=m['seed'], scores=json.loads(f.read_text())['scores']))
     rf = rule_frame()
     rf = rf[(rf.budget == budget) & (rf.rule == rule) & (rf.water > 0)]
     if not rows or not len(rf): return []
@@ -649,8 +651,8 @@ def ensemble_markdown(budget='200 steps', rule='model_at_otsu'):
     def etci(rec, fold, seeds):
         r = next((r for r in rows if r['recipe'] in (rec, SAME_ON_ETCI.get(rec)) and r['fold'] == fold and r['seeds'] == seeds), None)
         if r is None: return '–'
-        c = {k: sum(v['model'][k] for v in r['scores'].values()) for k in ('tp', 'fp', 'fn')}
-        return f"{c['tp'] / (c['tp'] + c['fp'] + c['fn']):.3f} ({c['tp'] / (c['tp'] + c['fn']):.3f})"
+        s = r['scores']['pooled']['model']   # an ETCI fold's ensemble is stored pooled
+        return f"{s['iou']:.3f} ({s['recall']:.3f})"
     db = pd.DataFrame([dict(recipe=r['recipe'], seeds=r['seeds'], chip=c, iou=v[rule]['iou'], recall=v[rule]['recall'])
                        for r in rows if r['fold'] in DB_FOLDS for c, v in r['scores'].items() if water.get(c, 0) > 0])
     for (rec, seeds), g in db.groupby(['recipe', 'seeds']):
